@@ -1,0 +1,71 @@
+"""One hierarchy of errors; each class maps to a documented exit code (see README)."""
+
+from __future__ import annotations
+
+
+class EtcdDeployError(Exception):
+    """Base class. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(EtcdDeployError):
+    """A bad command line or inventory: nothing was changed on any host."""
+
+    exit_code = 2
+
+
+class InventoryError(UsageError):
+    """A bad inventory file; the message names the file and the key."""
+
+    def __init__(self, path: object, key: str, message: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.detail = message
+        where = f"{self.path}: {key}: " if key else f"{self.path}: "
+        super().__init__(where + message)
+
+
+class PreflightError(EtcdDeployError):
+    """A local check failed before any host was changed (missing key file, bad release...)."""
+
+    exit_code = 3
+
+
+class TransportError(EtcdDeployError):
+    """SSH to a host failed (unreachable, host key refused, command failed)."""
+
+    exit_code = 4
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        super().__init__(f"{host}: {message}")
+
+
+class SafetyRefusal(EtcdDeployError):
+    """The tool refused an action that could lose data or quorum."""
+
+    exit_code = 5
+
+
+class ClusterUnhealthy(EtcdDeployError):
+    """The cluster is degraded or did not become healthy in time."""
+
+    exit_code = 6
+
+
+class PhaseFailure(EtcdDeployError):
+    """A named phase failed on a host; the other hosts' results stay visible."""
+
+    exit_code = 1
+
+    def __init__(self, phase: str, host: str | None, message: str) -> None:
+        self.phase = phase
+        self.host = host
+        label = f"{phase} {host}" if host else phase
+        super().__init__(f"[{label}] {message}")
+
+
+# Exit codes that are not errors.
+EXIT_OK = 0
+EXIT_CHANGES_PENDING = 10  # `plan`: changes would be made
