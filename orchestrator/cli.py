@@ -1,12 +1,100 @@
-"""Command line: parse, build a run context, call a workflow, map errors to exit codes."""
+"""Command line: parse, build a run context, call a workflow, map errors to exit codes.
+
+Exit codes: 0 ok; 1 a phase failed; 2 usage or inventory error; 3 preflight (local) check
+failed; 4 SSH/transport failure; 5 refused for safety (quorum, data, lock); 6 cluster
+unhealthy or degraded; 10 `plan`/`up --dry-run`: changes pending; 130 interrupted.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
 
 import typer
 
 from orchestrator import __version__
+from orchestrator.context import RunContext
+from orchestrator.errors import EtcdDeployError, UsageError
+from orchestrator.inventory import load_inventory
+from orchestrator.ui import UI
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Deploy and operate etcd clusters over SSH.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Deploy and operate production etcd clusters over SSH, agentless.",
+)
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+INVENTORY_OPT = typer.Option(
+    None,
+    "-i",
+    "--inventory",
+    metavar="PATH",
+    help="Inventory file [default: $ETCD_DEPLOY_INVENTORY or ./inventory.toml].",
+)
+VERBOSE_OPT = typer.Option(False, "-v", "--verbose", help="Show remote commands (no secrets).")
+LOG_FORMAT_OPT = typer.Option(
+    LogFormat.text, "--log-format", help="text, or json: one object per line on stderr."
+)
+POSITIONAL_INV = typer.Argument(
+    None, metavar="[INVENTORY]", show_default=False, help="Inventory file (same as -i)."
+)
+
+
+def _inventory_path(positional: Path | None, option: Path | None) -> Path:
+    if positional and option and positional != option:
+        raise UsageError(f"two inventories given: {positional} and -i {option}")
+    chosen = positional or option or os.environ.get("ETCD_DEPLOY_INVENTORY") or "inventory.toml"
+    path = Path(chosen)
+    if not path.exists():
+        raise UsageError(f"{path}: inventory not found (give -i PATH or set ETCD_DEPLOY_INVENTORY)")
+    return path
+
+
+def _run(
+    inventory: Path | None,
+    verbose: bool,
+    log_format: LogFormat,
+    action: Callable[[RunContext], int],
+    positional: Path | None = None,
+) -> None:
+    """Build the context, run `action`, and turn every outcome into an exit code."""
+    ui = UI(json_logs=log_format == LogFormat.json, verbose=verbose)
+    ctx: RunContext | None = None
+    code = 0
+    try:
+        inv = load_inventory(_inventory_path(positional, inventory))
+        ctx = RunContext(inv, ui)
+        code = action(ctx)
+    except EtcdDeployError as exc:
+        ui.error("", str(exc))
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        ui.error("", "interrupted; re-run the same command to converge")
+        code = 130
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        ui.error(
+            "",
+            f"internal error: {exc.__class__.__name__}: {exc} (run with -v for the "
+            "traceback, and please report it)",
+        )
+        code = 1
+    finally:
+        if ctx is not None:
+            ctx.close()
+    raise typer.Exit(code)
 
 
 def _version(value: bool) -> None:
@@ -17,10 +105,110 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
-    """Deploy and operate etcd clusters over SSH."""
+    """Deploy and operate production etcd clusters over SSH, agentless.
+
+    Exit codes: 0 ok, 1 failed, 2 usage/inventory error, 3 preflight, 4 SSH,
+    5 refused for safety, 6 cluster unhealthy, 10 changes pending (plan).
+    """
+
+
+@app.command()
+def up(
+    inventory_arg: Path | None = POSITIONAL_INV,
+    inventory: Path | None = INVENTORY_OPT,
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print what would change; change nothing (exit 10 when changes are pending).",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Also remove stale members and move "
+        "aside data dirs of other clusters (never deletes data).",
+    ),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Bootstrap or converge the cluster described by the inventory."""
+    from orchestrator.workflows.up import run_up
+
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_up(ctx, dry_run=dry_run, force=force),
+        inventory_arg,
+    )
+
+
+@app.command()
+def plan(
+    inventory_arg: Path | None = POSITIONAL_INV,
+    inventory: Path | None = INVENTORY_OPT,
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Show what `up` would change on each host (exit 10 when changes are pending)."""
+    from orchestrator.workflows.up import run_up
+
+    _run(inventory, verbose, log_format, lambda ctx: run_up(ctx, dry_run=True), inventory_arg)
+
+
+@app.command()
+def status(
+    inventory: Path | None = INVENTORY_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Show every member's role, version, DB size, raft state, health and cert expiry.
+
+    Exits 6 when the cluster is degraded.
+    """
+    from orchestrator.errors import ClusterUnhealthy
+    from orchestrator.workflows.status import show
+
+    def action(ctx: RunContext) -> int:
+        return 0 if show(ctx, as_json=as_json) else ClusterUnhealthy.exit_code
+
+    _run(inventory, verbose, log_format, action)
+
+
+@app.command()
+def destroy(
+    inventory: Path | None = INVENTORY_OPT,
+    yes: bool = typer.Option(
+        False, "--yes", help="Required: confirms that all etcd data on every host is deleted."
+    ),
+    purge_state: bool = typer.Option(
+        False, "--purge-state", help="Also delete the local state dir (CA, certs, backups)."
+    ),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Stop and remove etcd, its files and ALL ITS DATA on every host."""
+    from orchestrator.workflows.destroy import run_destroy
+
+    def action(ctx: RunContext) -> int:
+        if not yes:
+            raise UsageError(
+                "destroy deletes every member's data: add --yes to confirm "
+                f"(hosts: {', '.join(h.name for h in ctx.inv.hosts)})"
+            )
+        run_destroy(ctx, purge_state=purge_state)
+        return 0
+
+    _run(inventory, verbose, log_format, action)
 
 
 def main() -> None:
-    app()
+    app(prog_name="etcd-deploy")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "up":
             started = time.monotonic()
             hosts = lab.up(args.count)
-            print(f"lab up: {', '.join(h.name for h in hosts)} in {time.monotonic() - started:.1f} s; "
-                  f"known_hosts {lab.known_hosts}")
+            print(
+                f"lab up: {', '.join(h.name for h in hosts)} "
+                f"in {time.monotonic() - started:.1f} s; "
+                f"known_hosts {lab.known_hosts}"
+            )
         elif args.cmd == "down":
             lab.down()
         elif args.cmd == "status":

@@ -27,7 +27,9 @@ ROOTFS_IMAGE = "etcd-deploy-lab-rootfs:bookworm"
 IMAGE = "etcd-deploy-lab:bookworm"
 CACHE_DIR = Path(os.environ.get("ETCD_DEPLOY_LAB_CACHE", "/var/cache/etcd-deploy-lab"))
 APT_PACKAGES = ["docker.io", "docker-compose", "debootstrap", "iproute2", "openssh-client"]
-DEBOOTSTRAP_INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,iproute2,ca-certificates,sudo,procps"
+DEBOOTSTRAP_INCLUDE = (
+    "systemd,systemd-sysv,dbus,openssh-server,iproute2,ca-certificates,sudo,procps"
+)
 
 # Everything etcd-deploy may leave on a host, removed by `clean` so each test starts fresh.
 HOST_SCRUB = r"""
@@ -47,10 +49,17 @@ class LabError(RuntimeError):
     pass
 
 
-def _run(cmd: Sequence[str], *, check: bool = True, input: str | None = None,
-         env: dict[str, str] | None = None, timeout: float | None = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, input=input, env=env,
-                          timeout=timeout)
+def _run(
+    cmd: Sequence[str],
+    *,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = 600,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        list(cmd), capture_output=True, text=True, input=input, env=env, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return proc
@@ -94,7 +103,9 @@ class Lab:
 
     def ensure_tools(self) -> None:
         """Install docker.io, docker-compose and debootstrap if missing; start dockerd."""
-        missing = [t for t in ("dockerd", "docker-compose", "debootstrap", "ssh") if not shutil.which(t)]
+        missing = [
+            t for t in ("dockerd", "docker-compose", "debootstrap", "ssh") if not shutil.which(t)
+        ]
         if missing:
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             _run(["apt-get", "update", "-qq"], env=env)
@@ -105,8 +116,10 @@ class Lab:
             deadline = time.monotonic() + 60
             while _run(["docker", "info"], check=False, timeout=30).returncode != 0:
                 if time.monotonic() > deadline:
-                    raise LabError("dockerd did not answer within 60 s; see "
-                                   "/var/log/etcd-deploy-lab-dockerd.log")
+                    raise LabError(
+                        "dockerd did not answer within 60 s; see "
+                        "/var/log/etcd-deploy-lab-dockerd.log"
+                    )
                 time.sleep(0.5)
 
     def ensure_image(self) -> None:
@@ -114,7 +127,10 @@ class Lab:
         if _run(["docker", "image", "inspect", IMAGE], check=False).returncode == 0:
             return
         base = os.environ.get("ETCD_DEPLOY_LAB_BASE", ROOTFS_IMAGE)
-        if base == ROOTFS_IMAGE and _run(["docker", "image", "inspect", base], check=False).returncode:
+        if (
+            base == ROOTFS_IMAGE
+            and _run(["docker", "image", "inspect", base], check=False).returncode
+        ):
             self._import_rootfs()
         _run(["docker", "build", "-q", "--build-arg", f"BASE={base}", "-t", IMAGE, str(IMAGE_DIR)])
 
@@ -123,11 +139,24 @@ class Lab:
         if not (rootfs / "usr/sbin/sshd").exists():
             shutil.rmtree(rootfs, ignore_errors=True)
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            _run(["debootstrap", "--variant=minbase", f"--include={DEBOOTSTRAP_INCLUDE}",
-                  "bookworm", str(rootfs), _debian_mirror()], timeout=1200)
+            _run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={DEBOOTSTRAP_INCLUDE}",
+                    "bookworm",
+                    str(rootfs),
+                    _debian_mirror(),
+                ],
+                timeout=1200,
+            )
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imp = subprocess.run(["docker", "import", "-", ROOTFS_IMAGE], stdin=tar.stdout,
-                             capture_output=True, text=True)
+        imp = subprocess.run(
+            ["docker", "import", "-", ROOTFS_IMAGE],
+            stdin=tar.stdout,
+            capture_output=True,
+            text=True,
+        )
         tar.wait()
         if imp.returncode or tar.returncode:
             raise LabError(f"docker import of {rootfs} failed: {imp.stderr.strip()}")
@@ -135,8 +164,20 @@ class Lab:
     def ensure_client_key(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "etcd-deploy-lab",
-                  "-f", str(self.key)])
+            _run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "etcd-deploy-lab",
+                    "-f",
+                    str(self.key),
+                ]
+            )
 
     def guard_route(self) -> None:
         """Keep the lab subnet unreachable (not routed off the machine) when the bridge is gone."""
@@ -144,8 +185,9 @@ class Lab:
 
     def _compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, LAB_AUTHORIZED_KEYS=str(self.key) + ".pub", LAB_IMAGE=IMAGE)
-        return _run(["docker-compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), *args],
-                    env=env, check=check)
+        return _run(
+            ["docker-compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), *args], env=env, check=check
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(self, count: int = 5) -> list[LabHost]:
@@ -169,14 +211,26 @@ class Lab:
         self.guard_route()
 
     def running(self) -> list[LabHost]:
-        out = _run(["docker", "ps", "--filter", "label=etcd-deploy-lab", "--format", "{{.Names}}"],
-                   check=False).stdout.split()
+        out = _run(
+            ["docker", "ps", "--filter", "label=etcd-deploy-lab", "--format", "{{.Names}}"],
+            check=False,
+        ).stdout.split()
         return [self.host(n.removeprefix(f"{PROJECT}-")) for n in sorted(out)]
 
     def status(self) -> list[tuple[str, str, str]]:
         """(host, address, container state) for every lab host that exists."""
-        out = _run(["docker", "ps", "-a", "--filter", "label=etcd-deploy-lab",
-                    "--format", "{{.Names}} {{.State}}"], check=False).stdout
+        out = _run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                "label=etcd-deploy-lab",
+                "--format",
+                "{{.Names}} {{.State}}",
+            ],
+            check=False,
+        ).stdout
         rows = []
         for line in sorted(out.splitlines()):
             name, state = line.split(maxsplit=1)
@@ -189,9 +243,13 @@ class Lab:
         deadline = time.monotonic() + timeout
         for h in hosts:
             while True:
-                state = self.exec(h.name, "systemctl is-system-running; "
-                                  "test -s /etc/ssh/ssh_host_ed25519_key.pub && "
-                                  "systemctl is-active ssh", check=False)
+                state = self.exec(
+                    h.name,
+                    "systemctl is-system-running; "
+                    "test -s /etc/ssh/ssh_host_ed25519_key.pub && "
+                    "systemctl is-active ssh",
+                    check=False,
+                )
                 lines = state.stdout.split()
                 if len(lines) == 2 and lines[0] in ("running", "degraded") and lines[1] == "active":
                     break
@@ -224,7 +282,9 @@ class Lab:
                 self.exec(h.name, HOST_SCRUB, check=False)
 
     # -- access --------------------------------------------------------------------------
-    def exec(self, name: str, script: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, name: str, script: str, *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run a shell script in the host through docker exec (the lab's back door, not SSH)."""
         return _run(["docker", "exec", self.host(name).container, "sh", "-c", script], check=check)
 
@@ -232,20 +292,41 @@ class Lab:
         """The ssh command line that reaches a host with strict host-key checking."""
         host = self.host(name)
         _check_lab_address(host.address)
-        return ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "ConnectTimeout=5",
-                f"root@{host.address}", *command]
+        return [
+            "ssh",
+            "-i",
+            str(self.key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "ConnectTimeout=5",
+            f"root@{host.address}",
+            *command,
+        ]
 
     def ssh(self, name: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run(self.ssh_command(name, *command), check=check, timeout=120)
 
-    def inventory(self, path: Path, count: int = 3, *, version: str = "3.5.1",
-                  release_url: str = "", cluster: str = "lab", extra: str = "") -> Path:
+    def inventory(
+        self,
+        path: Path,
+        count: int = 3,
+        *,
+        version: str = "3.5.1",
+        release_url: str = "",
+        cluster: str = "lab",
+        extra: str = "",
+    ) -> Path:
         """Write a ready inventory for the first `count` hosts (known_hosts refreshed first)."""
         self.write_known_hosts()
         release = f'release_url = "{release_url}"\n' if release_url else ""
         text = (
-            "# Inventory for the etcd-deploy test lab (written by `python -m tests.lab inventory`).\n"
+            "# Inventory for the etcd-deploy test lab "
+            "(written by `python -m tests.lab inventory`).\n"
             f'[cluster]\nname = "{cluster}"\netcd_version = "{version}"\n{release}{extra}\n'
             f'[ssh]\nuser = "root"\nidentity_file = "{self.key}"\n'
             f'known_hosts = "{self.known_hosts}"\n'
@@ -264,7 +345,9 @@ class Lab:
     def start(self, name: str) -> None:
         """Power a host on; it keeps its disk and host keys."""
         host = self.host(name)
-        state = _run(["docker", "inspect", "-f", "{{.State.Status}}", host.container]).stdout.strip()
+        state = _run(
+            ["docker", "inspect", "-f", "{{.State.Status}}", host.container]
+        ).stdout.strip()
         if state in ("exited", "created"):
             _run(["docker", "start", host.container])
             self.wait_ready([host])
@@ -278,8 +361,9 @@ class Lab:
 
     def thaw(self, name: str, *, check: bool = True) -> None:
         host = self.host(name)
-        paused = _run(["docker", "inspect", "-f", "{{.State.Paused}}", host.container],
-                      check=check).stdout.strip()
+        paused = _run(
+            ["docker", "inspect", "-f", "{{.State.Paused}}", host.container], check=check
+        ).stdout.strip()
         if paused == "true":
             _run(["docker", "unpause", host.container])
 

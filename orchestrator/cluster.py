@@ -1,0 +1,126 @@
+"""The cluster as seen through etcd's API: one observation of every member, and the health
+gate every change waits on."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from orchestrator.errors import ClusterUnhealthy
+from orchestrator.etcd_api import EtcdApiError, EtcdClient, Member, MemberStatus
+
+
+@dataclass
+class ClusterView:
+    members: list[Member]
+    statuses: dict[int, MemberStatus] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)  # member id -> why it is not healthy
+    alarms: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def voters(self) -> list[Member]:
+        return [m for m in self.members if not m.is_learner]
+
+    @property
+    def learners(self) -> list[Member]:
+        return [m for m in self.members if m.is_learner]
+
+    @property
+    def leader_id(self) -> int | None:
+        """The leader every answering member agrees on, or None."""
+        leaders = {s.leader_id for s in self.statuses.values()}
+        return leaders.pop() if len(leaders) == 1 and 0 not in leaders else None
+
+    def is_healthy_member(self, member_id: int) -> bool:
+        return member_id in self.statuses and member_id not in self.errors
+
+    @property
+    def healthy_voters(self) -> int:
+        return sum(1 for m in self.voters if self.is_healthy_member(m.id))
+
+    @property
+    def healthy(self) -> bool:
+        return (
+            self.leader_id is not None
+            and not self.alarms
+            and all(self.is_healthy_member(m.id) for m in self.members)
+        )
+
+    def problems(self) -> list[str]:
+        out = [f"{_label(self, i)}: {why}" for i, why in self.errors.items()]
+        out += [
+            f"{_label(self, i)}: not answering"
+            for i in (m.id for m in self.members)
+            if i not in self.statuses and i not in self.errors
+        ]
+        if self.statuses and self.leader_id is None:
+            out.append("no agreed leader")
+        out += [f"alarm {kind} on {_label(self, i)}" for i, kind in self.alarms]
+        return out
+
+    def by_peer_url(self, url: str) -> Member | None:
+        return next((m for m in self.members if url in m.peer_urls), None)
+
+
+def _label(view: ClusterView, member_id: int) -> str:
+    member = next((m for m in view.members if m.id == member_id), None)
+    return (member.name or f"{member_id:x} (not started)") if member else f"{member_id:x}"
+
+
+def observe(client: EtcdClient, endpoints: list[str] | None = None) -> ClusterView:
+    """Members (from any answering endpoint), then status and health of each, in parallel."""
+    members = client.members(endpoints)
+    view = ClusterView(members)
+
+    def probe(member: Member) -> None:
+        if not member.client_urls:
+            view.errors[member.id] = "added but never started"
+            return
+        endpoint = member.client_urls[0]
+        try:
+            view.statuses[member.id] = client.status(endpoint, timeout=3)
+        except EtcdApiError as exc:
+            view.errors[member.id] = exc.reason
+            return
+        status = view.statuses[member.id]
+        if status.errors:
+            view.errors[member.id] = "; ".join(status.errors)
+        elif not member.is_learner:
+            ok, reason = client.health(endpoint, timeout=3)
+            if not ok:
+                view.errors[member.id] = f"unhealthy: {reason}"
+
+    with ThreadPoolExecutor(max_workers=max(1, len(members))) as pool:
+        list(pool.map(probe, members))
+    with contextlib.suppress(EtcdApiError):
+        view.alarms = client.alarms([m.client_urls[0] for m in members if m.client_urls])
+    return view
+
+
+def wait_healthy(
+    client: EtcdClient,
+    *,
+    timeout: float = 60,
+    until: Callable[[ClusterView], bool] | None = None,
+    endpoints: list[str] | None = None,
+) -> ClusterView:
+    """Poll with short backoff until the cluster is healthy (and `until` holds)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    last: ClusterView | None = None
+    last_error = ""
+    while True:
+        try:
+            last = observe(client, endpoints)
+            if last.healthy and (until is None or until(last)):
+                return last
+        except EtcdApiError as exc:
+            last_error = str(exc)
+        if time.monotonic() + delay > deadline:
+            detail = "; ".join(last.problems()) if last else last_error
+            raise ClusterUnhealthy(f"cluster not healthy after {timeout:.0f} s: {detail}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)

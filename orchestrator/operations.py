@@ -1,0 +1,99 @@
+"""Changes made on one host: each a pure script builder plus a call that runs it.
+
+Files travel as one tar stream per host on stdin (modes and owners inside the archive),
+so secrets never appear on a command line and a phase costs one SSH round trip.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+
+from orchestrator.inventory import Inventory
+from orchestrator.plan import DesiredFile, desired_dirs
+from orchestrator.release import Release
+from orchestrator.transport import HostConnection
+
+q = shlex.quote
+
+
+def prepare_script(inv: Inventory) -> str:
+    """The etcd system user and the directories, with their modes and owners."""
+    c = inv.cluster
+    lines = [
+        "set -e",
+        "getent group etcd >/dev/null || groupadd --system etcd",
+        "id -u etcd >/dev/null 2>&1 || useradd --system --gid etcd --no-create-home "
+        f"--home-dir {q(c.data_dir)} --shell /usr/sbin/nologin etcd",
+    ]
+    for path, (mode, owner, group) in desired_dirs(inv).items():
+        lines.append(f"install -d -m {mode:04o} -o {owner} -g {group} {q(path)}")
+    return "\n".join(lines)
+
+
+def files_tar(files: Iterable[DesiredFile]) -> bytes:
+    """A tar archive of `files` (paths relative to /) carrying their modes and owners."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for f in files:
+            info = tarfile.TarInfo(f.path.lstrip("/"))
+            info.size = len(f.content)
+            info.mode = f.mode
+            info.uname, info.gname = f.owner, f.group
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(f.content))
+    return buffer.getvalue()
+
+
+def write_files_script(daemon_reload: bool) -> str:
+    script = "set -e\ntar -x -f - -C / --same-owner --same-permissions --no-overwrite-dir"
+    return script + ("\nsystemctl daemon-reload" if daemon_reload else "")
+
+
+def install_script(inv: Inventory, release: Release) -> str:
+    """Unpack the release (from stdin) and swap the binaries in atomically.
+
+    The previous binaries stay as `<name>.prev` for rollback.
+    """
+    d = q(inv.cluster.install_dir)
+    top = q(release.top_dir)
+    names = " ".join(release.binaries)
+    return "\n".join(
+        [
+            "set -e",
+            "tmp=$(mktemp -d /var/tmp/etcd-deploy.XXXXXX)",
+            "trap 'rm -rf \"$tmp\"' EXIT",
+            'tar -x -z -f - -C "$tmp" --no-same-owner',
+            f"install -d -m 0755 {d}",
+            f"for b in {names}; do",
+            f'  if [ -f {d}/"$b" ]; then cp -p {d}/"$b" {d}/"$b".prev; fi',
+            f'  install -m 0755 -o root -g root "$tmp"/{top}/"$b" {d}/."$b".new',
+            f'  mv -f {d}/."$b".new {d}/"$b"',
+            "done",
+            *([f"rm -f {d}/etcdutl"] if "etcdutl" not in release.binaries else []),
+            f"{d}/etcd --version | head -n 1",
+        ]
+    )
+
+
+def journal_tail(conn: HostConnection, lines: int = 20) -> str:
+    result = conn.run(
+        f"journalctl -u etcd.service -n {lines} --no-pager -o cat", check=False, quiet=True
+    )
+    return result.stdout.strip()
+
+
+def apply_files(conn: HostConnection, files: list[DesiredFile], *, daemon_reload: bool) -> None:
+    conn.run(write_files_script(daemon_reload), stdin=files_tar(files))
+
+
+def install_binaries(
+    conn: HostConnection,
+    inv: Inventory,
+    release: Release,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    conn.run(install_script(inv, release), stdin=release.path.read_bytes(), progress=progress)

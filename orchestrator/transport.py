@@ -1,0 +1,295 @@
+"""SSH to the hosts: one connection per host for the whole run, strict host keys, sudo,
+binary stdin, and a pool that runs per-host work in parallel.
+
+fabric builds the connection (ssh_config, ProxyJump, identity files); paramiko channels run
+the commands, because fabric/invoke decode stdin as text and we stream tarballs. fabric never
+checks host keys by itself (fabric #1804): every connection, jump hosts included, gets the
+inventory's known_hosts and a policy that rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import paramiko
+from fabric import Config, Connection
+
+from orchestrator.errors import TransportError
+from orchestrator.inventory import Host, Inventory
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = 10
+CHUNK = 256 * 1024
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's `accept-new`: record unknown keys, still refuse changed ones."""
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+        self._lock = threading.Lock()
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        with self._lock:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with self.known_hosts.open("a") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+@dataclass
+class CommandResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass
+class Counters:
+    """What a connection sent, for benchmarks (`bench/`)."""
+
+    commands: int = 0
+    bytes_sent: int = 0
+
+
+@dataclass
+class HostConnection:
+    """One SSH connection to one host, opened lazily and reused for the whole run."""
+
+    inv: Inventory
+    host: Host
+    log: Callable[[str], None] = field(default=lambda _m: None)
+    counters: Counters = field(default_factory=Counters)
+    _conn: Connection | None = None
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def _build(self) -> Connection:
+        ssh = self.inv.ssh
+        config = Config(runtime_ssh_path=str(ssh.config_file)) if ssh.config_file else Config()
+        connect_kwargs: dict[str, object] = {
+            "banner_timeout": CONNECT_TIMEOUT,
+            "auth_timeout": CONNECT_TIMEOUT,
+        }
+        if ssh.identity_file:
+            connect_kwargs["key_filename"] = [str(ssh.identity_file)]
+            connect_kwargs["look_for_keys"] = False
+        gateway = (
+            Connection(
+                ssh.jump_host,
+                config=config,
+                connect_timeout=CONNECT_TIMEOUT,
+                connect_kwargs=dict(connect_kwargs),
+            )
+            if ssh.jump_host
+            else None
+        )
+        conn = Connection(
+            self.host.address,
+            user=self.host.ssh_user,
+            port=self.host.ssh_port,
+            config=config,
+            gateway=gateway,
+            connect_timeout=CONNECT_TIMEOUT,
+            connect_kwargs=connect_kwargs,
+        )
+        self._check_host_keys(conn)
+        return conn
+
+    def _check_host_keys(self, conn: Connection) -> None:
+        """Load known_hosts and refuse unknown keys, on this hop and every jump host."""
+        hop: object = conn
+        while isinstance(hop, Connection):
+            if self.inv.ssh.known_hosts.exists():
+                hop.client.load_host_keys(str(self.inv.ssh.known_hosts))
+            if self.inv.ssh.host_key_check == "accept-new":
+                hop.client.set_missing_host_key_policy(_AcceptNewPolicy(self.inv.ssh.known_hosts))
+            else:
+                hop.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            hop = hop.gateway
+
+    def open(self) -> None:
+        if self._conn is not None and self._conn.is_connected:
+            return
+        conn = self._build()
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise TransportError(
+                self.name,
+                (
+                    f"host key for {exc.hostname} does not match {self.inv.ssh.known_hosts} "
+                    f"(got {exc.key.get_name()} {exc.key.get_fingerprint().hex()}): "
+                    "refusing to connect; "
+                    "if the host was reinstalled, verify its new key and update known_hosts"
+                ),
+            ) from None
+        except paramiko.SSHException as exc:
+            text = str(exc)
+            if "not found in known_hosts" in text:
+                text = (
+                    f"{text}: the host key of {self.host.address} is unknown; add it to "
+                    f'{self.inv.ssh.known_hosts} (or set ssh.host_key_check = "accept-new")'
+                )
+            raise TransportError(self.name, f"SSH to {self._target()} failed: {text}") from None
+        except (OSError, EOFError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+            raise TransportError(self.name, f"cannot reach {self._target()}: {reason}") from None
+        self._conn = conn
+
+    def _target(self) -> str:
+        return f"{self.host.ssh_user}@{self.host.address}:{self.host.ssh_port}"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def wrap(self, script: str) -> str:
+        """The command line for a shell script, under sudo when the inventory asks for it."""
+        shell = "sh -c " + shlex.quote(script)
+        return f"sudo -n {shell}" if self.inv.ssh.sudo else shell
+
+    def run(
+        self,
+        script: str,
+        *,
+        stdin: bytes | None = None,
+        check: bool = True,
+        timeout: float = 300,
+        quiet: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CommandResult:
+        """Run a shell script on the host. Secrets travel only on stdin, never in `script`."""
+        self.open()
+        assert self._conn is not None
+        command = self.wrap(script)
+        if not quiet:
+            self.log(f"$ {script.strip()}" + (f"  (<{len(stdin)} bytes on stdin)" if stdin else ""))
+        self.counters.commands += 1
+        try:
+            code, out, err = self._exec(command, stdin, timeout, progress)
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+            self.close()
+            raise TransportError(
+                self.name,
+                f"command failed to run ({exc.__class__.__name__}: "
+                f"{exc}): {script.strip().splitlines()[0][:120]}",
+            ) from None
+        result = CommandResult(
+            script, code, out.decode(errors="replace"), err.decode(errors="replace")
+        )
+        if check and not result.ok:
+            first = script.strip().splitlines()[0][:120]
+            detail = (result.stderr.strip() or result.stdout.strip())[-800:]
+            raise TransportError(self.name, f"`{first}` exited {code}: {detail}")
+        return result
+
+    def _exec(
+        self,
+        command: str,
+        stdin: bytes | None,
+        timeout: float,
+        progress: Callable[[int, int], None] | None,
+    ) -> tuple[int, bytes, bytes]:
+        assert self._conn is not None
+        transport = self._conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise EOFError("connection closed")
+        chan = transport.open_session(timeout=CONNECT_TIMEOUT)
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        out, err = bytearray(), bytearray()
+        if stdin is not None:
+            for start in range(0, len(stdin), CHUNK):
+                chan.sendall(stdin[start : start + CHUNK])
+                self.counters.bytes_sent += min(CHUNK, len(stdin) - start)
+                if progress:
+                    progress(min(start + CHUNK, len(stdin)), len(stdin))
+                while chan.recv_ready():
+                    out += chan.recv(CHUNK)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(CHUNK)
+        chan.shutdown_write()
+        deadline = time.monotonic() + timeout
+        while True:
+            if chan.recv_ready():
+                out += chan.recv(CHUNK)
+            elif chan.recv_stderr_ready():
+                err += chan.recv_stderr(CHUNK)
+            elif (
+                chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()
+            ):
+                break
+            else:
+                if time.monotonic() > deadline:
+                    chan.close()
+                    raise TimeoutError(f"no answer within {timeout:.0f} s")
+                chan.status_event.wait(0.01)
+        code = chan.recv_exit_status()
+        chan.close()
+        return code, bytes(out), bytes(err)
+
+
+@dataclass
+class HostResult(Generic[T]):
+    host: str
+    value: T | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Pool:
+    """The run's connections, one per host, and parallel per-host work."""
+
+    def __init__(self, inv: Inventory, log: Callable[[str, str], None]) -> None:
+        self.inv = inv
+        self.connections = {
+            h.name: HostConnection(inv, h, log=lambda m, n=h.name: log(n, m)) for h in inv.hosts
+        }
+
+    def __getitem__(self, name: str) -> HostConnection:
+        return self.connections[name]
+
+    def map(
+        self, fn: Callable[[HostConnection], T], names: Iterable[str]
+    ) -> dict[str, HostResult[T]]:
+        """Run `fn` for each host in parallel; every host gets a result or its own error."""
+        names = list(names)
+        results: dict[str, HostResult[T]] = {}
+        if not names:
+            return results
+
+        def one(name: str) -> HostResult[T]:
+            try:
+                return HostResult(name, value=fn(self.connections[name]))
+            except Exception as exc:
+                return HostResult(name, error=exc)
+
+        with ThreadPoolExecutor(max_workers=min(16, len(names))) as executor:
+            for result in executor.map(one, names):
+                results[result.host] = result
+        return results
+
+    def close(self) -> None:
+        for conn in self.connections.values():
+            conn.close()

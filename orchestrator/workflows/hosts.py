@@ -1,0 +1,87 @@
+"""Per-host phases shared by workflows: facts with the run lock, and their release."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from orchestrator.context import RunContext
+from orchestrator.errors import EtcdDeployError, PhaseFailure, SafetyRefusal
+from orchestrator.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
+from orchestrator.lock import (
+    LOCK_PATH,
+    LockOwner,
+    parse_owner,
+    release_script,
+    stale_reason,
+    takeover_script,
+)
+from orchestrator.plan import DesiredFile
+from orchestrator.transport import HostConnection, HostResult
+
+
+def raise_for_failures(ctx: RunContext, phase: str, results: dict[str, HostResult]) -> None:
+    """Log each host's outcome; raise when any host failed (successes stay visible)."""
+    failed = {n: r.error for n, r in results.items() if r.error is not None}
+    if not failed:
+        return
+    for name, error in failed.items():
+        ctx.ui.error(f"{phase} {name}", str(error))
+    ok = [n for n, r in results.items() if r.ok]
+    if ok:
+        ctx.ui.info(phase, f"succeeded on: {', '.join(ok)}")
+    first = next(iter(failed.values()))
+    if len(failed) == 1 and isinstance(first, EtcdDeployError):
+        raise first
+    raise PhaseFailure(phase, None, f"failed on {', '.join(failed)}")
+
+
+def gather_facts(
+    ctx: RunContext, owner: LockOwner, files: dict[str, list[DesiredFile]], names: Iterable[str]
+) -> dict[str, HostFacts]:
+    """Facts of every host in one command each, taking the run lock on the way."""
+
+    def one(conn: HostConnection) -> HostFacts:
+        wanted = files.get(conn.name, [])
+        script = facts_script(
+            ctx.inv,
+            [f.path for f in wanted],
+            [f.path for f in wanted if f.kind in TEXT_KINDS],
+            LOCK_PATH,
+            owner.render(),
+        )
+        facts = parse_facts(conn.run(script, quiet=True).stdout)
+        if not facts.lock_acquired:
+            holder = parse_owner(facts.lock)
+            if holder is not None and holder.run_id == owner.run_id:
+                facts.lock_acquired = True
+                return facts
+            reason = stale_reason(holder)
+            if reason is None:
+                assert holder is not None
+                raise SafetyRefusal(
+                    f"{conn.name}: locked by another etcd-deploy run, {holder.describe()}; "
+                    "wait for it to finish (a lock left by a dead run is taken over "
+                    "automatically once its pid is gone or after an hour)"
+                )
+            ctx.ui.warn(f"lock {conn.name}", f"taking over a stale lock ({reason})")
+            conn.run(takeover_script(owner), quiet=True)
+            facts.lock_acquired = True
+        return facts
+
+    results = ctx.pool.map(one, names)
+    acquired = [n for n, r in results.items() if r.ok]
+    try:
+        raise_for_failures(ctx, "facts", results)
+    except EtcdDeployError:
+        release_locks(ctx, owner, acquired)
+        raise
+    return {n: r.value for n, r in results.items() if r.value is not None}
+
+
+def release_locks(ctx: RunContext, owner: LockOwner, names: Iterable[str]) -> None:
+    def one(conn: HostConnection) -> None:
+        conn.run(release_script(owner), quiet=True, check=False)
+
+    for name, result in ctx.pool.map(one, names).items():
+        if not result.ok:
+            ctx.ui.warn(f"lock {name}", f"could not release the run lock: {result.error}")

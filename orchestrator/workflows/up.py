@@ -1,0 +1,487 @@
+"""`up` and `plan`: converge the hosts to the inventory, bootstrapping the cluster if needed.
+
+Phases: [facts] (and the run lock) -> [certs] -> [release] -> [discover] -> [plan] ->
+[install HOST] in parallel -> [bootstrap] -> [join HOST] one at a time -> [start HOST] ->
+[restart HOST] rolling, leader last -> [done].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from orchestrator.cluster import ClusterView, observe, wait_healthy
+from orchestrator.context import RunContext
+from orchestrator.errors import EXIT_CHANGES_PENDING, PhaseFailure, SafetyRefusal
+from orchestrator.etcd_api import EtcdApiError, Member
+from orchestrator.facts import HostFacts
+from orchestrator.inventory import Host
+from orchestrator.lock import new_owner
+from orchestrator.membership import add_learner, promote, remove
+from orchestrator.operations import apply_files, install_binaries, journal_tail, prepare_script
+from orchestrator.pki import IssuedCert
+from orchestrator.plan import DesiredFile, HostPlan, desired_files, plan_host
+from orchestrator.quorum import check_add, check_remove
+from orchestrator.release import Release, arch_for, fetch_release
+from orchestrator.render import pki_paths, render_etcd_env
+from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
+
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class Observed:
+    """Facts of every host plus the cluster as its running members see it."""
+
+    facts: dict[str, HostFacts]
+    view: ClusterView | None
+    token: str
+    certs: dict[str, dict[str, IssuedCert]] = field(default_factory=dict)
+
+    def member_of(self, ctx: RunContext, host: Host) -> Member | None:
+        return self.view.by_peer_url(ctx.inv.peer_url(host)) if self.view else None
+
+
+def _env_for(
+    ctx: RunContext, host: Host, obs: Observed, *, state: str, members: list[Member] | None = None
+) -> str:
+    """etcd.env for `host`: a new cluster of itself, or the current members plus itself."""
+    inv = ctx.inv
+    if state == "new":
+        initial = [(host.name, inv.peer_url(host))]
+    else:
+        own = inv.peer_url(host)
+        initial = [
+            ((host.name if own in m.peer_urls else m.name), m.peer_urls[0]) for m in (members or [])
+        ]
+        if not any(url == own for _, url in initial):
+            initial.append((host.name, own))
+    return render_etcd_env(
+        inv,
+        host,
+        initial_cluster=initial,
+        initial_state=state,
+        token=obs.token,
+        version=inv.cluster.etcd_version,
+    )
+
+
+def _desired(ctx: RunContext, host: Host, obs: Observed, env: str) -> list[DesiredFile]:
+    certs = {k: (c.cert_pem, c.key_pem) for k, c in obs.certs[host.name].items()}
+    return desired_files(ctx.inv, host, env=env, ca_pem=ctx.pki.ca_cert_pem(), certs=certs)
+
+
+def _issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
+    inv = ctx.inv
+    if ctx.pki.ensure_ca(inv.cluster.ca_days):
+        ctx.ui.info(
+            "certs",
+            f"created a new CA in {ctx.pki.ca_cert_path.parent} "
+            "(its key never leaves this machine)",
+        )
+    out = {}
+    for host in inv.hosts:
+        out[host.name] = ctx.pki.ensure_host_certs(
+            inv, host, renew_within_days=inv.cluster.renew_within_days
+        )
+        for cert in out[host.name].values():
+            ctx.ui.log(
+                "info" if cert.changed else "debug",
+                f"certs {host.name}",
+                f"{cert.kind}: {cert.reason}",
+            )
+    return out
+
+
+def _token_from(facts: dict[str, HostFacts], env_path: str) -> str | None:
+    for f in facts.values():
+        for line in f.texts.get(env_path, "").splitlines():
+            if line.startswith("ETCD_INITIAL_CLUSTER_TOKEN="):
+                return line.split("=", 1)[1].strip()
+    return None
+
+
+def _discover(ctx: RunContext, facts: dict[str, HostFacts]) -> ClusterView | None:
+    running = [ctx.inv.client_url(h) for h in ctx.inv.hosts if facts[h.name].running]
+    if not running:
+        return None
+    try:
+        return observe(ctx.client(), running)
+    except EtcdApiError as exc:
+        ctx.ui.warn(
+            "discover", f"etcd runs on {len(running)} host(s) but no member answers: {exc.reason}"
+        )
+        return None
+
+
+def _check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) -> None:
+    """A CA made now while hosts hold another one means the state dir was lost."""
+    ca_path = pki_paths(ctx.inv)["ca.crt"]
+    digest = hashlib.sha256(ctx.pki.ca_cert_pem()).hexdigest()
+    foreign = [
+        n
+        for n, f in facts.items()
+        if ca_path in f.files and f.files[ca_path].sha256 != digest and f.has_data
+    ]
+    if foreign and created_now:
+        raise SafetyRefusal(
+            f"hosts {', '.join(foreign)} hold a cluster made with another CA, and there is no CA "
+            f"in {ctx.pki.ca_cert_path.parent}: restore the state dir "
+            f"({ctx.inv.cluster.state_dir}) from its backup; nothing was changed"
+        )
+
+
+def _safety(ctx: RunContext, obs: Observed, *, force: bool) -> list[tuple[Host, Member]]:
+    """Refuse data dirs of other clusters; return stale members (peer URL a member, etcd gone)."""
+    stale: list[tuple[Host, Member]] = []
+    for host in ctx.inv.hosts:
+        f = obs.facts[host.name]
+        member = obs.member_of(ctx, host)
+        if obs.view is None:
+            continue
+        if member is None and f.has_data and not force:
+            raise SafetyRefusal(
+                f"{host.name}: {ctx.inv.cluster.data_dir} holds data, but {host.name} is not a "
+                "member of the running cluster (a removed member or another cluster); "
+                "to move that data dir aside and join: etcd-deploy up --force"
+            )
+        if member is not None and member.started and not f.has_data and not f.running:
+            if not force:
+                raise SafetyRefusal(
+                    f"{host.name}: its peer URL {ctx.inv.peer_url(host)} is still a member "
+                    f"({member.id:x}) but etcd and its data are gone from the host; starting a "
+                    "fresh member there would split the cluster. To remove the stale member and "
+                    "join the host again: etcd-deploy up --force"
+                )
+            stale.append((host, member))
+    return stale
+
+
+def plan_all(ctx: RunContext, obs: Observed) -> dict[str, HostPlan]:
+    plans = {}
+    members = obs.view.members if obs.view else []
+    for i, host in enumerate(ctx.inv.hosts):
+        member = obs.member_of(ctx, host)
+        is_member = member is not None and member.started
+        bootstrap = obs.view is None and not any(f.has_data for f in obs.facts.values()) and i == 0
+        if obs.view is None and obs.facts[host.name].has_data:
+            is_member = True  # a stopped cluster: its members start again
+        env = _env_for(ctx, host, obs, state="new" if bootstrap else "existing", members=members)
+        plans[host.name] = plan_host(
+            ctx.inv,
+            host,
+            _desired(ctx, host, obs, env),
+            obs.facts[host.name],
+            version=ctx.inv.cluster.etcd_version,
+            member=is_member,
+            bootstrap=bootstrap,
+        )
+    return plans
+
+
+def print_plan(ctx: RunContext, plans: dict[str, HostPlan]) -> None:
+    for name, plan in plans.items():
+        if not plan.changes:
+            ctx.ui.print(f"{name}: no changes ({'; '.join(plan.noops)})")
+            continue
+        ctx.ui.print(f"{name}:")
+        if plan.prepare:
+            ctx.ui.print(f"  ~ prepare: {plan.prepare}")
+        if plan.install:
+            ctx.ui.print(f"  ~ install {plan.install}")
+        for change in plan.files:
+            ctx.ui.print(
+                f"  ~ {change.file.path}: {change.reason}"
+                + (" (secret, no diff)" if change.file.secret else "")
+            )
+            for line in change.diff.splitlines():
+                ctx.ui.print(f"      {line}")
+        for reason in plan.restart_reasons:
+            ctx.ui.print(f"  ~ restart etcd ({reason})")
+        if plan.enable:
+            ctx.ui.print("  ~ enable etcd.service")
+        if plan.membership:
+            ctx.ui.print(f"  + membership: {plan.membership}")
+        for noop in plan.noops:
+            ctx.ui.print(f"  = {noop}")
+
+
+def run_up(ctx: RunContext, *, dry_run: bool = False, force: bool = False) -> int:
+    inv = ctx.inv
+    ui = ctx.ui
+    started = time.monotonic()
+    for warning in inv.warnings:
+        ui.warn("preflight", warning)
+    owner = new_owner("plan" if dry_run else "up")
+    ca_created = not ctx.pki.ca_cert_path.exists()
+    certs = _issue_certs(ctx)
+    placeholder = Observed({}, None, "", certs)
+    paths = {h.name: _desired(ctx, h, placeholder, env="") for h in inv.hosts}
+    facts = gather_facts(ctx, owner, paths, [h.name for h in inv.hosts])
+    try:
+        _check_ca(ctx, facts, ca_created)
+        view = _discover(ctx, facts)
+        token = _token_from(facts, f"{inv.cluster.config_dir}/etcd.env") or (
+            f"{inv.cluster.name}-{secrets.token_hex(6)}"
+        )
+        obs = Observed(facts, view, token, certs)
+        stale = _safety(ctx, obs, force=force)
+        _report_foreign_members(ctx, obs)
+        plans = plan_all(ctx, obs)
+        if dry_run:
+            print_plan(ctx, plans)
+            pending = any(p.changes for p in plans.values()) or bool(stale)
+            return EXIT_CHANGES_PENDING if pending else 0
+        _install(ctx, obs, plans)
+        _converge_membership(ctx, obs, plans, stale, force=force)
+        _rolling_restart(ctx, obs, plans)
+        for plan in plans.values():
+            if not plan.changes:
+                ui.info(f"up {plan.host}", "no changes: " + "; ".join(plan.noops))
+        ui.info(
+            "done", f"cluster {inv.cluster.name} converged in {time.monotonic() - started:.1f} s"
+        )
+        _print_apiserver_flags(ctx)
+        return 0
+    finally:
+        release_locks(ctx, owner, facts)
+
+
+def _report_foreign_members(ctx: RunContext, obs: Observed) -> None:
+    if obs.view is None:
+        return
+    ours = {ctx.inv.peer_url(h) for h in ctx.inv.hosts}
+    for member in obs.view.members:
+        if not ours.intersection(member.peer_urls):
+            ctx.ui.warn(
+                "discover",
+                f"member {member.name or member.id} ({', '.join(member.peer_urls)})"
+                " is not in the inventory; left alone (etcd-deploy remove-node removes it)",
+            )
+
+
+def _install(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:
+    """Per host, in parallel: user and dirs, binaries, files (a joiner's env waits for its join)."""
+    inv = ctx.inv
+    releases: dict[str, Release] = {}
+    for arch in sorted({arch_for(obs.facts[n].arch) for n, p in plans.items() if p.install}):
+        with ctx.ui.progress(
+            f"[release] etcd {inv.cluster.etcd_version} linux-{arch}", None
+        ) as bar:
+            releases[arch] = fetch_release(
+                inv.cluster.release_url,
+                inv.cluster.etcd_version,
+                arch,
+                progress=bar,
+                log=lambda m: ctx.ui.info("release", m),
+            )
+        ctx.ui.info(
+            "release",
+            f"etcd {inv.cluster.etcd_version} linux-{arch} verified "
+            f"(sha256 {releases[arch].sha256[:16]}...)",
+        )
+
+    def one(conn) -> None:  # type: ignore[no-untyped-def]
+        plan = plans[conn.name]
+        phase = f"install {conn.name}"
+        if plan.prepare:
+            conn.run(prepare_script(inv))
+            ctx.ui.info(phase, f"prepared etcd user and directories ({plan.prepare})")
+        if plan.install:
+            install_binaries(conn, inv, releases[arch_for(obs.facts[conn.name].arch)])
+            ctx.ui.info(phase, f"installed {plan.install}")
+        files = [
+            c.file
+            for c in plan.files
+            if not (c.file.kind == "env" and plan.membership in ("bootstrap", "join"))
+        ]
+        if files:
+            apply_files(conn, files, daemon_reload=plan.daemon_reload)
+            ctx.ui.info(
+                phase, f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files}))
+            )
+
+    results = ctx.pool.map(one, [n for n, p in plans.items() if p.changes])
+    raise_for_failures(ctx, "install", results)
+
+
+def _start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = False) -> None:
+    """Start (or restart) etcd without blocking on systemd, then wait for it to answer."""
+    conn = ctx.conn(host)
+    verb = "restart" if restart else "start"
+    conn.run(f"systemctl enable --quiet etcd.service && systemctl {verb} --no-block etcd.service")
+    endpoint = ctx.inv.client_url(host)
+    deadline = time.monotonic() + START_TIMEOUT
+    next_check = time.monotonic() + 2
+    if restart:
+        time.sleep(0.3)  # let the old process stop answering
+    while True:
+        try:
+            ctx.client().status(endpoint, timeout=2)
+            state = conn.run("systemctl is-active etcd.service", check=False, quiet=True).stdout
+            if state.strip() == "active":
+                return
+        except EtcdApiError:
+            pass
+        now = time.monotonic()
+        if now >= next_check:
+            state = conn.run("systemctl is-active etcd.service", check=False, quiet=True).stdout
+            if state.strip() == "failed":
+                raise PhaseFailure(
+                    phase, None, "etcd failed to start; last journal lines:\n" + journal_tail(conn)
+                )
+            next_check = now + 2
+        if now > deadline:
+            raise PhaseFailure(
+                phase,
+                None,
+                f"etcd did not answer within {START_TIMEOUT:.0f} s; "
+                "last journal lines:\n" + journal_tail(conn),
+            )
+        time.sleep(0.2)
+
+
+def _env_file(ctx: RunContext, host: Host, obs: Observed, env: str) -> DesiredFile:
+    return next(f for f in _desired(ctx, host, obs, env) if f.kind == "env")
+
+
+def _bootstrap(ctx: RunContext, host: Host, obs: Observed) -> ClusterView:
+    phase = f"bootstrap {host.name}"
+    env = _env_for(ctx, host, obs, state="new")
+    apply_files(ctx.conn(host), [_env_file(ctx, host, obs, env)], daemon_reload=False)
+    ctx.ui.info(phase, f"starting a new cluster {ctx.inv.cluster.name!r} on {host.name}")
+    _start_and_wait(ctx, host, phase)
+    view = wait_healthy(ctx.client(), endpoints=[ctx.inv.client_url(host)])
+    ctx.ui.info(phase, "one-member cluster healthy")
+    return view
+
+
+def _join(ctx: RunContext, host: Host, obs: Observed) -> None:
+    """Learner add -> env with state existing -> start -> promote once in sync -> healthy."""
+    phase = f"join {host.name}"
+    client = ctx.client()
+    view = wait_healthy(client, timeout=60)
+    peer_url = ctx.inv.peer_url(host)
+    pending = [m for m in view.learners if peer_url not in m.peer_urls]
+    existing = view.by_peer_url(peer_url)
+    verdict = check_add(len(view.voters), view.healthy_voters, len(pending))
+    if not verdict.allowed and existing is None:
+        raise SafetyRefusal(f"[{phase}] {verdict.rule}: {verdict.detail}")
+    if existing is not None:
+        ctx.ui.info(
+            phase,
+            f"member {existing.id:x} was added earlier but never completed its join; completing it",
+        )
+        member = existing
+    else:
+        member = add_learner(client, peer_url)
+        ctx.ui.info(phase, f"added as learner {member.id:x}")
+    members = client.members()
+    env = _env_for(ctx, host, obs, state="existing", members=members)
+    apply_files(ctx.conn(host), [_env_file(ctx, host, obs, env)], daemon_reload=False)
+    _start_and_wait(ctx, host, phase)
+    if member.is_learner:
+        promote(client, member.id)
+        ctx.ui.info(phase, "promoted to voting member")
+    wait_healthy(client, timeout=60)
+    ctx.ui.info(phase, "cluster healthy")
+
+
+def _converge_membership(
+    ctx: RunContext,
+    obs: Observed,
+    plans: dict[str, HostPlan],
+    stale: list[tuple[Host, Member]],
+    *,
+    force: bool,
+) -> None:
+    hosts = {h.name: h for h in ctx.inv.hosts}
+    starting = [hosts[n] for n, p in plans.items() if p.membership == "start"]
+    if starting:
+        for host in starting:  # a stopped member rejoins on its own; start them all, then gate
+            ctx.conn(host).run(
+                "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
+            )
+            ctx.ui.info(f"start {host.name}", "starting etcd (member with data)")
+        wait_healthy(ctx.client(), timeout=START_TIMEOUT)
+    for host, member in stale:
+        view = wait_healthy(ctx.client(), timeout=60)
+        verdict = check_remove(len(view.voters), view.healthy_voters, False, force)
+        if not verdict.allowed:
+            raise SafetyRefusal(f"[remove {host.name}] {verdict.rule}: {verdict.detail}")
+        remove(ctx.client(), member.id)
+        ctx.ui.info(f"remove {host.name}", f"removed stale member {member.id:x} (--force)")
+    for name, plan in plans.items():
+        if plan.membership == "bootstrap":
+            _bootstrap(ctx, hosts[name], obs)
+    for host, _ in stale:
+        if plans[host.name].membership != "join":
+            plans[host.name].membership = "join"
+    for name, plan in plans.items():
+        if plan.membership == "join":
+            if obs.facts[name].has_data and force:
+                _move_data_aside(ctx, hosts[name])
+            _join(ctx, hosts[name], obs)
+
+
+def _move_data_aside(ctx: RunContext, host: Host) -> None:
+    data = ctx.inv.cluster.data_dir
+    aside = f"{data}.etcd-deploy-{time.strftime('%Y%m%d%H%M%S')}"
+    ctx.conn(host).run(
+        f"systemctl stop etcd.service; mv {data} {aside} && "
+        f"install -d -m 0700 -o etcd -g etcd {data}"
+    )
+    ctx.ui.warn(f"join {host.name}", f"moved the old data dir aside to {aside} (--force)")
+
+
+def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:
+    """Restart members whose unit, env or binary changed: one at a time, leader last."""
+    for host in ctx.inv.hosts:
+        if plans[host.name].enable:
+            ctx.conn(host).run("systemctl enable --quiet etcd.service")
+    todo = [h for h in ctx.inv.hosts if plans[h.name].restart_reasons]
+    if not todo:
+        return
+    view = wait_healthy(ctx.client(), timeout=60)
+    leader = view.leader_id
+    todo.sort(key=lambda h: (obs.member_of(ctx, h) or Member(0, "", (), (), False)).id == leader)
+    for host in todo:
+        phase = f"restart {host.name}"
+        view = wait_healthy(ctx.client(), timeout=60)
+        member = view.by_peer_url(ctx.inv.peer_url(host))
+        if member is not None and member.id == view.leader_id and len(view.voters) > 1:
+            _hand_over_leadership(ctx, view, member)
+        ctx.ui.info(phase, "restarting etcd (" + "; ".join(plans[host.name].restart_reasons) + ")")
+        _start_and_wait(ctx, host, phase, restart=True)
+        wait_healthy(ctx.client(), timeout=60)
+        ctx.ui.info(phase, "healthy again")
+
+
+def _hand_over_leadership(ctx: RunContext, view: ClusterView, leader: Member) -> None:
+    target = next(
+        (m for m in view.voters if m.id != leader.id and view.is_healthy_member(m.id)), None
+    )
+    if target is None or not leader.client_urls:
+        return
+    try:
+        ctx.client().move_leader(leader.client_urls[0], target.id)
+        ctx.ui.info(f"restart {leader.name}", f"leadership handed to {target.name}")
+    except EtcdApiError as exc:
+        ctx.ui.warn(
+            f"restart {leader.name}",
+            f"leadership transfer failed ({exc.reason}); restarting the leader anyway",
+        )
+
+
+def _print_apiserver_flags(ctx: RunContext) -> None:
+    paths = pki_paths(ctx.inv)
+    ctx.ui.print(
+        "kube-apiserver flags for this cluster (copy the apiserver-etcd-client cert and "
+        f"key from {ctx.pki.host_dir(ctx.inv.hosts[0].name)}):"
+    )
+    ctx.ui.print(f"  --etcd-servers={','.join(ctx.inv.client_urls())}")
+    ctx.ui.print(f"  --etcd-cafile={paths['ca.crt']}")
+    ctx.ui.print(f"  --etcd-certfile={paths['apiserver-etcd-client.crt']}")
+    ctx.ui.print(f"  --etcd-keyfile={paths['apiserver-etcd-client.key']}")
