@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,7 +31,10 @@ class ClusterView:
     @property
     def leader_id(self) -> int | None:
         """The leader every answering member agrees on, or None."""
-        leaders = {s.leader_id for s in self.statuses.values()}
+        return self.leader_ignoring(())
+
+    def leader_ignoring(self, ignore: Collection[int]) -> int | None:
+        leaders = {s.leader_id for i, s in self.statuses.items() if i not in ignore}
         return leaders.pop() if len(leaders) == 1 and 0 not in leaders else None
 
     def is_healthy_member(self, member_id: int) -> bool:
@@ -43,10 +46,14 @@ class ClusterView:
 
     @property
     def healthy(self) -> bool:
+        return self.healthy_ignoring(())
+
+    def healthy_ignoring(self, ignore: Collection[int]) -> bool:
+        """Healthy, leaving out `ignore` (a joining member that is not up yet)."""
         return (
-            self.leader_id is not None
+            self.leader_ignoring(ignore) is not None
             and not self.alarms
-            and all(self.is_healthy_member(m.id) for m in self.members)
+            and all(self.is_healthy_member(m.id) for m in self.members if m.id not in ignore)
         )
 
     def problems(self) -> list[str]:
@@ -104,10 +111,10 @@ def wait_healthy(
     client: EtcdClient,
     *,
     timeout: float = 60,
-    until: Callable[[ClusterView], bool] | None = None,
+    ignore: Collection[int] = (),
     endpoints: list[str] | None = None,
 ) -> ClusterView:
-    """Poll with short backoff until the cluster is healthy (and `until` holds)."""
+    """Poll with short backoff until the cluster is healthy (members in `ignore` aside)."""
     deadline = time.monotonic() + timeout
     delay = 0.1
     last: ClusterView | None = None
@@ -115,7 +122,7 @@ def wait_healthy(
     while True:
         try:
             last = observe(client, endpoints)
-            if last.healthy and (until is None or until(last)):
+            if last.healthy_ignoring(ignore):
                 return last
         except EtcdApiError as exc:
             last_error = str(exc)

@@ -59,7 +59,9 @@ def facts_script(
     c = inv.cluster
     q = shlex.quote
     files = " ".join(q(p) for p in paths)
-    texts = "".join(f'echo "{MARK} text {p}"; cat {q(p)} 2>/dev/null; echo; ' for p in text_paths)
+    texts = "".join(
+        f"echo {q(f'{MARK} text {p}')}; cat {q(p)} 2>/dev/null; echo; " for p in text_paths
+    )
     dirs = " ".join(q(d) for d in (c.install_dir, c.config_dir, f"{c.config_dir}/pki", c.data_dir))
     return (
         "set +e; export LC_ALL=C\n"

@@ -46,6 +46,11 @@ class FileChange:
     reason: str
     diff: str = ""  # unified diff for non-secret files that exist on the host
 
+    @property
+    def content_changed(self) -> bool:
+        """False for a mode/owner fix, which never needs a restart."""
+        return self.reason in ("missing", "content differs")
+
 
 @dataclass
 class HostPlan:
@@ -124,15 +129,15 @@ def _file_change(want: DesiredFile, facts: HostFacts, running_member: bool) -> F
     have = facts.files.get(want.path)
     if have is None:
         return FileChange(want, "missing")
-    if have.sha256 != want.sha256:
-        old = facts.texts.get(want.path)
-        if (
-            want.kind == "env"
-            and running_member
-            and old is not None
-            and (env_without_initial(old) == env_without_initial(want.content.decode()))
-        ):
-            return None  # ETCD_INITIAL_* only matter at first start: never rewrite for them
+    old = facts.texts.get(want.path)
+    # ETCD_INITIAL_* only matter at a member's first start: never rewrite or restart for them.
+    initial_only = (
+        want.kind == "env"
+        and running_member
+        and old is not None
+        and env_without_initial(old) == env_without_initial(want.content.decode())
+    )
+    if have.sha256 != want.sha256 and not initial_only:
         diff = ""
         if not want.secret and old is not None:
             diff = "".join(
@@ -189,7 +194,9 @@ def plan_host(
     if running_member:
         # etcd re-reads its cert files on each TLS handshake: new certs need no restart.
         restart_kinds = {"unit", "env"}
-        changed = sorted({c.file.kind for c in plan.files if c.file.kind in restart_kinds})
+        changed = sorted(
+            {c.file.kind for c in plan.files if c.file.kind in restart_kinds and c.content_changed}
+        )
         if changed:
             plan.restart_reasons.append("changed: " + ", ".join(changed))
         if plan.install:

@@ -53,8 +53,11 @@ def _env_for(
         initial = [(host.name, inv.peer_url(host))]
     else:
         own = inv.peer_url(host)
+        # A member added but not started yet has no name: name it from the inventory.
+        by_url = {inv.peer_url(h): h.name for h in inv.hosts}
         initial = [
-            ((host.name if own in m.peer_urls else m.name), m.peer_urls[0]) for m in (members or [])
+            (m.name or by_url.get(m.peer_urls[0]) or f"member-{m.id:x}", m.peer_urls[0])
+            for m in (members or [])
         ]
         if not any(url == own for _, url in initial):
             initial.append((host.name, own))
@@ -164,7 +167,9 @@ def plan_all(ctx: RunContext, obs: Observed) -> dict[str, HostPlan]:
     members = obs.view.members if obs.view else []
     for i, host in enumerate(ctx.inv.hosts):
         member = obs.member_of(ctx, host)
-        is_member = member is not None and member.started
+        f = obs.facts[host.name]
+        # A member whose host lost etcd and its data is stale: it joins again (after removal).
+        is_member = member is not None and member.started and (f.has_data or f.running)
         bootstrap = obs.view is None and not any(f.has_data for f in obs.facts.values()) and i == 0
         if obs.view is None and obs.facts[host.name].has_data:
             is_member = True  # a stopped cluster: its members start again
@@ -362,8 +367,10 @@ def _join(ctx: RunContext, host: Host, obs: Observed) -> None:
     """Learner add -> env with state existing -> start -> promote once in sync -> healthy."""
     phase = f"join {host.name}"
     client = ctx.client()
-    view = wait_healthy(client, timeout=60)
     peer_url = ctx.inv.peer_url(host)
+    before = next((m for m in client.members() if peer_url in m.peer_urls), None)
+    # A join cut short (added, never started or promoted) is completed, not added again.
+    view = wait_healthy(client, timeout=60, ignore={before.id} if before else ())
     pending = [m for m in view.learners if peer_url not in m.peer_urls]
     existing = view.by_peer_url(peer_url)
     verdict = check_add(len(view.voters), view.healthy_voters, len(pending))
@@ -398,6 +405,11 @@ def _converge_membership(
     force: bool,
 ) -> None:
     hosts = {h.name: h for h in ctx.inv.hosts}
+    joining = {
+        m.id
+        for n, p in plans.items()
+        if p.membership == "join" and (m := obs.member_of(ctx, hosts[n])) is not None
+    }
     starting = [hosts[n] for n, p in plans.items() if p.membership == "start"]
     if starting:
         for host in starting:  # a stopped member rejoins on its own; start them all, then gate
@@ -405,9 +417,9 @@ def _converge_membership(
                 "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
             )
             ctx.ui.info(f"start {host.name}", "starting etcd (member with data)")
-        wait_healthy(ctx.client(), timeout=START_TIMEOUT)
+        wait_healthy(ctx.client(), timeout=START_TIMEOUT, ignore=joining)
     for host, member in stale:
-        view = wait_healthy(ctx.client(), timeout=60)
+        view = wait_healthy(ctx.client(), timeout=60, ignore=joining)
         verdict = check_remove(len(view.voters), view.healthy_voters, False, force)
         if not verdict.allowed:
             raise SafetyRefusal(f"[remove {host.name}] {verdict.rule}: {verdict.detail}")

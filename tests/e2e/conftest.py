@@ -1,0 +1,87 @@
+"""E2E fixtures: the lab is brought up once per session; every test gets clean hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.lab.driver import Lab
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    lab = Lab()
+    lab.up(5)
+    yield lab
+
+
+@pytest.fixture(scope="session")
+def release_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A per-session download cache: the first `up` downloads from the HTTP mirror for real."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@dataclass
+class Cli:
+    """Runs the real `etcd-deploy` command line against an inventory."""
+
+    inventory: Path
+    env: dict[str, str]
+
+    def __call__(
+        self, *args: str, check: bool = False, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "orchestrator", *args]
+        if "-i" not in args and args and args[0] not in ("--help", "--version"):
+            command += ["-i", str(self.inventory)]
+        proc = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def status(self) -> dict:
+        proc = self("status", "--json")
+        assert proc.stdout, proc.stderr
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def make_cli(
+    lab: Lab, release_mirror: str, release_cache: Path, tmp_path: Path
+) -> Iterator[Callable[..., Cli]]:
+    """`make_cli(hosts=3, version=..., extra=...)` -> a Cli on clean lab hosts."""
+    lab.clean()
+    env = dict(os.environ, XDG_CACHE_HOME=str(release_cache), COLUMNS="200")
+    env.pop("ETCD_DEPLOY_INVENTORY", None)
+
+    def make(hosts: int = 3, version: str = "3.5.1", extra: str = "") -> Cli:
+        inventory = lab.inventory(
+            tmp_path / "inventory.toml",
+            hosts,
+            version=version,
+            release_url=release_mirror,
+            extra=extra,
+        )
+        return Cli(inventory, env)
+
+    yield make
+
+
+def unit_started_at(lab: Lab, host: str) -> str:
+    return lab.exec(
+        host, "systemctl show -p ActiveEnterTimestamp --value etcd.service"
+    ).stdout.strip()

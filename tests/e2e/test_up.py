@@ -1,0 +1,264 @@
+"""`etcd-deploy up` and friends on real hosts: bootstrap, converge, safety, destroy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Cli, unit_started_at
+from tests.lab.driver import HOSTS, Lab
+
+THREE = ["etcd1", "etcd2", "etcd3"]
+
+
+def _pki(cli: Cli) -> Path:
+    return cli.inventory.parent / ".etcd-deploy" / "lab" / "pki"
+
+
+def _assert_healthy(cli: Cli, count: int) -> dict:
+    status = cli.status()
+    assert status["healthy"], status["summary"]
+    roles = sorted(m["role"] for m in status["members"])
+    assert roles == sorted(["leader"] + ["follower"] * (count - 1))
+    return status
+
+
+def test_up_three_nodes_is_secure_and_idempotent(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    first = cli("up")
+    assert first.returncode == 0, first.stderr
+    for phase in ("[bootstrap etcd1]", "[join etcd2]", "[join etcd3]", "--etcd-servers="):
+        assert phase in first.stderr + first.stdout
+    _assert_healthy(cli, 3)
+
+    # A client without a cert is rejected by every member.
+    context = ssl.create_default_context(cafile=str(_pki(cli) / "ca.crt"))
+    for name in THREE:
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"https://{HOSTS[name]}:2379/health", verify=context, timeout=5)
+
+    ca_key_sha = hashlib.sha256((_pki(cli) / "ca.key").read_bytes()).hexdigest()
+    for name in THREE:
+        assert lab.exec(name, "ps -o user= -C etcd").stdout.split() == ["etcd"]
+        modes = lab.exec(name, "stat -c '%a %U %n' /etc/etcd/pki/*.key").stdout.splitlines()
+        assert len(modes) == 4 and all(m.startswith("600 etcd ") for m in modes), modes
+        keys = lab.exec(name, "find / -xdev -type f -name '*.key' -exec sha256sum {} +").stdout
+        assert ca_key_sha not in keys and "ca.key" not in keys
+        verify = lab.exec(name, "systemd-analyze verify /etc/systemd/system/etcd.service 2>&1")
+        assert verify.stdout.strip() == ""
+        wrapper = lab.exec(name, "/opt/bin/etcdctl.sh endpoint health 2>&1")
+        assert "is healthy" in wrapper.stdout
+
+    started = {name: unit_started_at(lab, name) for name in THREE}
+    second = cli("up", "-v")
+    assert second.returncode == 0, second.stderr
+    assert "bytes on stdin" not in second.stderr  # nothing uploaded
+    assert second.stderr.count("no changes:") == 3
+    assert {name: unit_started_at(lab, name) for name in THREE} == started
+    plan = cli("plan")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert plan.stdout.count("no changes") == 3
+
+
+def test_changed_flag_restarts_members_one_at_a_time_leader_last(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    cli("up", check=True)
+    leader = next(m["name"] for m in cli.status()["members"] if m["role"] == "leader")
+    before = {name: unit_started_at(lab, name) for name in THREE}
+
+    text = cli.inventory.read_text().replace(
+        "[ssh]", "[cluster.flags]\nheartbeat-interval = 150\nelection-timeout = 1500\n\n[ssh]"
+    )
+    cli.inventory.write_text(text)
+    plan = cli("plan")
+    assert plan.returncode == 10
+    assert "+ETCD_HEARTBEAT_INTERVAL=150" in plan.stdout
+
+    pki = _pki(cli)
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(
+        str(pki / "etcd-deploy-client.crt"), str(pki / "etcd-deploy-client.key")
+    )
+    most_down = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal most_down
+        with httpx.Client(verify=context, timeout=0.5) as client:
+            while not stop.is_set():
+                down = 0
+                for name in THREE:
+                    try:
+                        client.post(f"https://{HOSTS[name]}:2379/v3/maintenance/status", json={})
+                    except httpx.HTTPError:
+                        down += 1
+                most_down = max(most_down, down)
+                time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = cli("up")
+    finally:
+        stop.set()
+        sampler.join()
+    assert result.returncode == 0, result.stderr
+    assert most_down <= 1
+    after = {name: unit_started_at(lab, name) for name in THREE}
+    assert all(after[n] != before[n] for n in THREE), (before, after)
+    restarts = [line for line in result.stderr.splitlines() if "restarting etcd" in line]
+    assert len(restarts) == 3 and f"[restart {leader}]" in restarts[-1]
+    for name in THREE:
+        assert "ETCD_HEARTBEAT_INTERVAL=150" in lab.exec(name, "cat /etc/etcd/etcd.env").stdout
+    _assert_healthy(cli, 3)
+    assert cli("plan").returncode == 0
+
+
+def test_five_nodes_and_status_json(make_cli) -> None:
+    cli = make_cli(5)
+    cli("up", check=True)
+    status = _assert_healthy(cli, 5)
+    assert [m["name"] for m in status["members"]] == list(HOSTS)
+    for member in status["members"]:
+        assert member["version"] == "3.5.1" and member["raft_index"] > 0
+        assert 364 < member["cert_days_left"] <= 365
+
+
+def test_status_reports_down_member_and_exits_6(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    cli("up", check=True)
+    lab.stop("etcd3")
+    try:
+        proc = cli("status", "--json")
+        assert proc.returncode == 6
+        status = json.loads(proc.stdout)
+        assert not status["healthy"]
+        row = next(m for m in status["members"] if m["name"] == "etcd3")
+        assert row["role"] == "down"
+    finally:
+        lab.start("etcd3")
+
+
+def test_destroy_removes_everything_but_local_state(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    cli("up", check=True)
+    refused = cli("destroy")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert cli("destroy", "--yes").returncode == 0
+    for name in THREE:
+        left = lab.exec(
+            name,
+            "ls /etc/etcd /var/lib/etcd /etc/systemd/system/etcd.service "
+            "/opt/bin/etcd 2>/dev/null; id etcd 2>/dev/null",
+            check=False,
+        )
+        assert left.stdout.strip() == ""
+    assert (_pki(cli) / "ca.key").exists()
+
+
+def test_bad_inventory_is_one_line_exit_2(make_cli) -> None:
+    cli = make_cli(3)
+    cli.inventory.write_text(cli.inventory.read_text().replace("[ssh]", "[ssh]\nprot = 22"))
+    proc = cli("up")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ssh.prot" in lines[0] and str(cli.inventory) in lines[0]
+
+
+def test_changed_host_key_is_refused_and_nothing_changes(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    known = Path(lab.known_hosts)
+    other = lab.exec("etcd3", "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
+    bad = cli.inventory.parent / "known_hosts.bad"
+    bad.write_text(
+        "".join(
+            line + "\n"
+            for line in known.read_text().splitlines()
+            if not line.startswith(HOSTS["etcd2"] + " ")
+        )
+        + f"{HOSTS['etcd2']} {' '.join(other)}\n"
+    )
+    cli.inventory.write_text(cli.inventory.read_text().replace(str(known), str(bad)))
+    proc = cli("up")
+    assert proc.returncode == 4, proc.stderr
+    assert "etcd2" in proc.stderr and "does not match" in proc.stderr
+    for name in THREE:
+        assert (
+            lab.exec(
+                name, "id etcd; ls /etc/etcd /run/etcd-deploy.lock", check=False
+            ).stdout.strip()
+            == ""
+        )
+
+
+def test_second_run_is_refused_by_the_lock_and_stale_lock_is_taken_over(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    cli("up", check=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    hostname = os.uname().nodename
+    live = json.dumps(
+        {
+            "run": "other",
+            "control": hostname,
+            "pid": sleeper.pid,
+            "command": "up",
+            "started": int(time.time()),
+        }
+    )
+    lab.exec("etcd2", f"printf '%s\\n' '{live}' > /run/etcd-deploy.lock")
+    try:
+        proc = cli("up")
+        assert proc.returncode == 5
+        assert "etcd2: locked by another etcd-deploy run" in proc.stderr
+        # The refused run let go of the locks it took on the other hosts.
+        assert lab.exec("etcd1", "cat /run/etcd-deploy.lock", check=False).stdout == ""
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    proc = cli("up")
+    assert proc.returncode == 0, proc.stderr
+    assert "taking over a stale lock" in proc.stderr
+    assert lab.exec("etcd2", "cat /run/etcd-deploy.lock", check=False).stdout == ""
+
+
+def test_up_killed_mid_join_converges_on_rerun(make_cli) -> None:
+    cli = make_cli(3)
+    command = [sys.executable, "-m", "orchestrator", "up", "-i", str(cli.inventory)]
+    proc = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env=cli.env, stdin=subprocess.DEVNULL
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "[join etcd2] added as learner" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    rerun = cli("up")
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_healthy(cli, 3)
+
+
+def test_wiped_member_is_refused_then_replaced_with_force(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    cli("up", check=True)
+    lab.exec("etcd3", "systemctl stop etcd && rm -rf /var/lib/etcd/member")
+    proc = cli("up")
+    assert proc.returncode == 5
+    assert "etcd3" in proc.stderr and "still a member" in proc.stderr
+    assert "etcd-deploy up --force" in proc.stderr
+    forced = cli("up", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "removed stale member" in forced.stderr
+    _assert_healthy(cli, 3)

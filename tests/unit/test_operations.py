@@ -1,0 +1,203 @@
+"""Host operations: script builders (checked with `sh -n`), the files tar stream, and - when
+running as root - the install and write scripts run for real against tmp_path."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.inventory import Inventory
+from orchestrator.operations import files_tar, install_script, prepare_script, write_files_script
+from orchestrator.plan import DesiredFile
+from orchestrator.release import Release, top_dir_name
+from tests.unit.helpers import make_inventory, wanted_files
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the scripts set root ownership (install -o root, tar --same-owner)"
+)
+
+
+def syntax_check(script: str) -> None:
+    result = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+    assert result.returncode == 0, result.stderr
+
+
+def release(
+    version: str, binaries: tuple[str, ...], path: Path = Path("/unused.tar.gz")
+) -> Release:
+    return Release(
+        version=version,
+        arch="amd64",
+        path=path,
+        sha256="0" * 64,
+        size=0,
+        top_dir=top_dir_name(version, "amd64"),
+        binaries=binaries,
+    )
+
+
+R35 = release("3.5.17", ("etcd", "etcdctl", "etcdutl"))
+R34 = release("3.4.27", ("etcd", "etcdctl"))
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> Inventory:
+    return make_inventory(tmp_path)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def test_prepare_script(inv: Inventory) -> None:
+    script = prepare_script(inv)
+    lines = script.splitlines()
+    assert lines[0] == "set -e"
+    assert "getent group etcd >/dev/null || groupadd --system etcd" in lines
+    assert (
+        "id -u etcd >/dev/null 2>&1 || useradd --system --gid etcd --no-create-home "
+        "--home-dir /var/lib/etcd --shell /usr/sbin/nologin etcd"
+    ) in lines
+    assert [line for line in lines if line.startswith("install -d")] == [
+        "install -d -m 0755 -o root -g root /opt/bin",
+        "install -d -m 0755 -o root -g root /etc/etcd",
+        "install -d -m 0700 -o etcd -g etcd /etc/etcd/pki",
+        "install -d -m 0700 -o etcd -g etcd /var/lib/etcd",
+    ]
+    # The user exists before any folder is given to it.
+    assert script.index("useradd") < script.index("-o etcd")
+    syntax_check(script)
+
+
+def test_prepare_script_follows_configured_dirs(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, data_dir="/srv/etcd-data", config_dir="/srv/etcd-conf")
+    script = prepare_script(inv)
+    assert "--home-dir /srv/etcd-data " in script
+    assert "install -d -m 0700 -o etcd -g etcd /srv/etcd-conf/pki\n" in script
+    assert script.endswith("install -d -m 0700 -o etcd -g etcd /srv/etcd-data")
+
+
+# --------------------------------------------------------------------------- files tar
+
+
+def test_files_tar_entries(inv: Inventory) -> None:
+    files = wanted_files(inv)
+    with tarfile.open(fileobj=io.BytesIO(files_tar(files))) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [f.path.lstrip("/") for f in files]
+        for m, f in zip(members, files, strict=True):
+            assert not m.name.startswith("/")
+            assert m.isfile()
+            assert (m.mode, m.uname, m.gname) == (f.mode, f.owner, f.group), m.name
+            assert m.size == len(f.content)
+            extracted = tar.extractfile(m)
+            assert extracted is not None and extracted.read() == f.content
+
+
+def test_files_tar_keeps_binary_content_and_empty_files() -> None:
+    files = [
+        DesiredFile("/etc/etcd/empty", b"", 0o640, "root", "etcd", "env"),
+        DesiredFile("/etc/etcd/blob", bytes(range(256)) * 3, 0o600, "etcd", "etcd", "key"),
+    ]
+    with tarfile.open(fileobj=io.BytesIO(files_tar(files))) as tar:
+        contents = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    assert contents == {"etc/etcd/empty": b"", "etc/etcd/blob": bytes(range(256)) * 3}
+
+
+def test_files_tar_of_nothing_is_a_valid_empty_archive() -> None:
+    with tarfile.open(fileobj=io.BytesIO(files_tar([]))) as tar:
+        assert tar.getmembers() == []
+
+
+@pytest.mark.parametrize("reload", [True, False])
+def test_write_files_script(reload: bool) -> None:
+    script = write_files_script(reload)
+    assert "tar -x -f - -C / --same-owner --same-permissions" in script
+    assert ("systemctl daemon-reload" in script) is reload
+    syntax_check(script)
+
+
+@needs_root
+def test_files_tar_extracts_with_modes(tmp_path: Path, inv: Inventory) -> None:
+    """The write script's tar options, aimed at tmp_path instead of /."""
+    files = [f for f in wanted_files(inv) if f.owner == "root" and f.group == "root"]
+    files.append(DesiredFile("/etc/etcd/pki/x.key", b"secret\n", 0o600, "root", "root", "key"))
+    script = write_files_script(False).replace("-C /", f"-C {tmp_path}")
+    subprocess.run(["sh", "-c", script], input=files_tar(files), check=True, capture_output=True)
+    for f in files:
+        path = tmp_path / f.path.lstrip("/")
+        assert path.read_bytes() == f.content
+        st = path.stat()
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (f.mode, 0, 0), f.path
+
+
+# --------------------------------------------------------------------------- install
+
+
+def test_install_script_keeps_a_rollback_copy(inv: Inventory) -> None:
+    script = install_script(inv, R35)
+    assert "for b in etcd etcdctl etcdutl; do" in script
+    assert 'cp -p /opt/bin/"$b" /opt/bin/"$b".prev' in script
+    assert '"$tmp"/etcd-v3.5.17-linux-amd64/"$b" /opt/bin/."$b".new' in script
+    assert 'mv -f /opt/bin/."$b".new /opt/bin/"$b"' in script
+    assert "rm -f /opt/bin/etcdutl" not in script
+    assert script.endswith("/opt/bin/etcd --version | head -n 1")
+    syntax_check(script)
+
+
+def test_install_script_removes_etcdutl_for_3_4(inv: Inventory) -> None:
+    script = install_script(inv, R34)
+    assert "for b in etcd etcdctl; do" in script
+    assert "rm -f /opt/bin/etcdutl" in script
+    syntax_check(script)
+
+
+def test_install_script_follows_install_dir(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, install_dir="/usr/local/etcd-bin")
+    script = install_script(inv, R35)
+    assert "install -d -m 0755 /usr/local/etcd-bin" in script
+    assert "/opt/bin" not in script
+
+
+def fake_release(tmp_path: Path, version: str, binaries: tuple[str, ...]) -> Release:
+    """A tarball laid out like the official one, whose binaries are sh scripts."""
+    top = top_dir_name(version, "amd64")
+    path = tmp_path / f"{top}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name in (*binaries, "README.md"):
+            body = f"#!/bin/sh\necho '{name} Version: {version}'\n".encode()
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size, info.mode = len(body), 0o755
+            tar.addfile(info, io.BytesIO(body))
+    return release(version, binaries, path)
+
+
+@needs_root
+def test_install_script_for_real(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    inv = make_inventory(tmp_path, install_dir=str(bin_dir))
+
+    def install(rel: Release) -> str:
+        result = subprocess.run(
+            ["sh", "-c", install_script(inv, rel)],
+            input=rel.path.read_bytes(),
+            capture_output=True,
+            check=True,
+        )
+        return result.stdout.decode()
+
+    first = fake_release(tmp_path, "3.5.17", ("etcd", "etcdctl", "etcdutl"))
+    assert install(first) == "etcd Version: 3.5.17\n"
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["etcd", "etcdctl", "etcdutl"]
+    assert all(p.stat().st_mode & 0o777 == 0o755 for p in bin_dir.iterdir())
+
+    second = fake_release(tmp_path, "3.4.27", ("etcd", "etcdctl"))
+    assert install(second) == "etcd Version: 3.4.27\n"
+    names = sorted(p.name for p in bin_dir.iterdir())
+    assert names == ["etcd", "etcd.prev", "etcdctl", "etcdctl.prev"]  # etcdutl gone
+    assert "3.5.17" in (bin_dir / "etcd.prev").read_text()
+    assert "3.4.27" in (bin_dir / "etcd").read_text()
