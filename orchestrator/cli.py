@@ -7,6 +7,7 @@ unhealthy or degraded; 10 `plan`/`up --dry-run`: changes pending; 130 interrupte
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import traceback
@@ -67,13 +68,21 @@ def _run(
     log_format: LogFormat,
     action: Callable[[RunContext], int],
     positional: Path | None = None,
+    cluster_overrides: dict[str, str] | None = None,
 ) -> None:
-    """Build the context, run `action`, and turn every outcome into an exit code."""
+    """Build the context, run `action`, and turn every outcome into an exit code.
+
+    `cluster_overrides`: [cluster] values a command-line flag sets for this run only.
+    """
     ui = UI(json_logs=log_format == LogFormat.json, verbose=verbose)
     ctx: RunContext | None = None
     code = 0
     try:
         inv = load_inventory(_inventory_path(positional, inventory))
+        if cluster_overrides:
+            inv = dataclasses.replace(
+                inv, cluster=dataclasses.replace(inv.cluster, **cluster_overrides)
+            )
         ctx = RunContext(inv, ui)
         code = action(ctx)
     except EtcdDeployError as exc:
@@ -125,6 +134,12 @@ def up(
         "--dry-run",
         help="Print what would change; change nothing (exit 10 when changes are pending).",
     ),
+    parallel_bootstrap: bool = typer.Option(
+        False,
+        "--parallel-bootstrap",
+        help="For a brand-new cluster: start every member at once from a static initial "
+        'cluster (same as [cluster] bootstrap = "parallel").',
+    ),
     force: bool = typer.Option(
         False,
         "--force",
@@ -143,6 +158,7 @@ def up(
         log_format,
         lambda ctx: run_up(ctx, dry_run=dry_run, force=force),
         inventory_arg,
+        cluster_overrides={"bootstrap": "parallel"} if parallel_bootstrap else None,
     )
 
 

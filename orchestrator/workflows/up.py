@@ -26,6 +26,7 @@ from orchestrator.plan import DesiredFile, HostPlan, desired_files, plan_host
 from orchestrator.quorum import check_add, check_remove
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.render import pki_paths, render_etcd_env
+from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
 
 START_TIMEOUT = 120.0
@@ -50,7 +51,9 @@ def _env_for(
     """etcd.env for `host`: a new cluster of itself, or the current members plus itself."""
     inv = ctx.inv
     if state == "new":
-        initial = [(host.name, inv.peer_url(host))]
+        # One member first (learner mode), or every host at once (bootstrap = "parallel").
+        founders = inv.hosts if inv.cluster.bootstrap == "parallel" else (host,)
+        initial = [(h.name, inv.peer_url(h)) for h in founders]
     else:
         own = inv.peer_url(host)
         # A member added but not started yet has no name: name it from the inventory.
@@ -89,12 +92,13 @@ def _issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
         out[host.name] = ctx.pki.ensure_host_certs(
             inv, host, renew_within_days=inv.cluster.renew_within_days
         )
-        for cert in out[host.name].values():
-            ctx.ui.log(
-                "info" if cert.changed else "debug",
-                f"certs {host.name}",
-                f"{cert.kind}: {cert.reason}",
-            )
+        issued = [c for c in out[host.name].values() if c.changed]
+        reasons = sorted({c.reason.removeprefix("issued: ") for c in issued})
+        if issued:
+            kinds = ", ".join(c.kind for c in issued)
+            ctx.ui.info(f"certs {host.name}", f"issued {kinds} ({'; '.join(reasons)})")
+        else:
+            ctx.ui.debug(f"certs {host.name}", "all certs reused: valid and SANs match")
     return out
 
 
@@ -170,7 +174,8 @@ def plan_all(ctx: RunContext, obs: Observed) -> dict[str, HostPlan]:
         f = obs.facts[host.name]
         # A member whose host lost etcd and its data is stale: it joins again (after removal).
         is_member = member is not None and member.started and (f.has_data or f.running)
-        bootstrap = obs.view is None and not any(f.has_data for f in obs.facts.values()) and i == 0
+        fresh = obs.view is None and not any(x.has_data for x in obs.facts.values())
+        bootstrap = fresh and (i == 0 or ctx.inv.cluster.bootstrap == "parallel")
         if obs.view is None and obs.facts[host.name].has_data:
             is_member = True  # a stopped cluster: its members start again
         env = _env_for(ctx, host, obs, state="new" if bootstrap else "existing", members=members)
@@ -288,7 +293,7 @@ def _install(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None
             f"(sha256 {releases[arch].sha256[:16]}...)",
         )
 
-    def one(conn) -> None:  # type: ignore[no-untyped-def]
+    def one(conn: HostConnection) -> None:
         plan = plans[conn.name]
         phase = f"install {conn.name}"
         if plan.prepare:
@@ -352,15 +357,27 @@ def _env_file(ctx: RunContext, host: Host, obs: Observed, env: str) -> DesiredFi
     return next(f for f in _desired(ctx, host, obs, env) if f.kind == "env")
 
 
-def _bootstrap(ctx: RunContext, host: Host, obs: Observed) -> ClusterView:
-    phase = f"bootstrap {host.name}"
-    env = _env_for(ctx, host, obs, state="new")
-    apply_files(ctx.conn(host), [_env_file(ctx, host, obs, env)], daemon_reload=False)
-    ctx.ui.info(phase, f"starting a new cluster {ctx.inv.cluster.name!r} on {host.name}")
-    _start_and_wait(ctx, host, phase)
-    view = wait_healthy(ctx.client(), endpoints=[ctx.inv.client_url(host)])
-    ctx.ui.info(phase, "one-member cluster healthy")
-    return view
+def _bootstrap(ctx: RunContext, founders: list[Host], obs: Observed) -> None:
+    """Start a brand-new cluster: one member (learner mode) or all founders at once."""
+    names = ", ".join(h.name for h in founders)
+    ctx.ui.info("bootstrap", f"starting a new cluster {ctx.inv.cluster.name!r} on {names}")
+
+    def one(conn: HostConnection) -> None:
+        host = ctx.inv.host(conn.name)
+        env = _env_for(ctx, host, obs, state="new")
+        apply_files(conn, [_env_file(ctx, host, obs, env)], daemon_reload=False)
+        if len(founders) == 1:
+            _start_and_wait(ctx, host, f"bootstrap {host.name}")
+        else:  # members of a static initial cluster wait for each other: start all, then gate
+            conn.run(
+                "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
+            )
+
+    raise_for_failures(ctx, "bootstrap", ctx.pool.map(one, [h.name for h in founders]))
+    view = wait_healthy(
+        ctx.client(), timeout=START_TIMEOUT, endpoints=[ctx.inv.client_url(h) for h in founders]
+    )
+    ctx.ui.info("bootstrap", f"{len(view.voters)}-member cluster healthy")
 
 
 def _join(ctx: RunContext, host: Host, obs: Observed) -> None:
@@ -425,9 +442,9 @@ def _converge_membership(
             raise SafetyRefusal(f"[remove {host.name}] {verdict.rule}: {verdict.detail}")
         remove(ctx.client(), member.id)
         ctx.ui.info(f"remove {host.name}", f"removed stale member {member.id:x} (--force)")
-    for name, plan in plans.items():
-        if plan.membership == "bootstrap":
-            _bootstrap(ctx, hosts[name], obs)
+    founders = [hosts[n] for n, p in plans.items() if p.membership == "bootstrap"]
+    if founders:
+        _bootstrap(ctx, founders, obs)
     for host, _ in stale:
         if plans[host.name].membership != "join":
             plans[host.name].membership = "join"

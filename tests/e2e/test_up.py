@@ -38,7 +38,12 @@ def test_up_three_nodes_is_secure_and_idempotent(make_cli, lab: Lab) -> None:
     cli = make_cli(3)
     first = cli("up")
     assert first.returncode == 0, first.stderr
-    for phase in ("[bootstrap etcd1]", "[join etcd2]", "[join etcd3]", "--etcd-servers="):
+    for phase in (
+        "[bootstrap] starting a new cluster 'lab' on etcd1",
+        "[join etcd2]",
+        "[join etcd3]",
+        "--etcd-servers=",
+    ):
         assert phase in first.stderr + first.stdout
     _assert_healthy(cli, 3)
 
@@ -133,6 +138,15 @@ def test_five_nodes_and_status_json(make_cli) -> None:
     for member in status["members"]:
         assert member["version"] == "3.5.1" and member["raft_index"] > 0
         assert 364 < member["cert_days_left"] <= 365
+
+
+def test_parallel_bootstrap_starts_every_member_at_once(make_cli) -> None:
+    cli = make_cli(3)
+    proc = cli("up", "--parallel-bootstrap")
+    assert proc.returncode == 0, proc.stderr
+    assert "on etcd1, etcd2, etcd3" in proc.stderr and "[join" not in proc.stderr
+    _assert_healthy(cli, 3)
+    assert cli("plan").returncode == 0
 
 
 def test_status_reports_down_member_and_exits_6(make_cli, lab: Lab) -> None:
