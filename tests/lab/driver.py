@@ -197,12 +197,30 @@ class Lab:
         self.guard_route()
         self.ensure_image()
         self.ensure_client_key()
+        self._remove_foreign_hosts()
         self._compose("up", "-d", "--no-recreate", *[h.name for h in hosts])
         for h in hosts:
             self.start(h.name)  # a host stopped by a fault helper comes back too
         self.wait_ready(hosts)
         self.write_known_hosts()
         return hosts
+
+    def _remove_foreign_hosts(self) -> None:
+        """Remove lab hosts made by another checkout or with another image: they trust
+        another client key (or run another image), so they cannot be reused."""
+        key = str(self.key) + ".pub"
+        image_id = _run(["docker", "image", "inspect", "-f", "{{.Id}}", IMAGE]).stdout.strip()
+        template = (
+            '{{.Image}} {{range .Mounts}}{{if eq .Destination "/etc/ssh/lab_authorized_keys"}}'
+            "{{.Source}}{{end}}{{end}}"
+        )
+        for name in HOSTS:
+            container = self.host(name).container
+            proc = _run(["docker", "inspect", "-f", template, container], check=False)
+            if proc.returncode != 0:
+                continue
+            if proc.stdout.split() != [image_id, key]:
+                _run(["docker", "rm", "-f", container])
 
     def down(self) -> None:
         """Remove containers and the lab network; the guard route stays."""
