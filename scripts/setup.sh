@@ -23,8 +23,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating virtualenv $VENV"
     python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q -e '.[test]'
+log=$(mktemp)
+if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+       "$VENV/bin/python" -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+    cat "$log"; echo "[setup] pip install failed" >&2; exit 1
+fi
+rm -f "$log"
 
 echo "[setup] building the etcd release mirror (3.4.23, 3.5.0, 3.5.1)"
 "$VENV/bin/python" -m tests.lab.mirror build >/dev/null
