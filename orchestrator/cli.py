@@ -222,6 +222,79 @@ def destroy(
     _run(inventory, verbose, log_format, action)
 
 
+ADDRESS_OPT = typer.Option(
+    None, "--address", help="Where SSH connects (and etcd listens, unless --etcd-address)."
+)
+ETCD_ADDRESS_OPT = typer.Option(None, "--etcd-address", help="Where etcd listens and advertises.")
+
+
+@app.command("add-node")
+def add_node(
+    host: str = typer.Argument(..., help="Host name (member name)."),
+    inventory: Path | None = INVENTORY_OPT,
+    address: str | None = ADDRESS_OPT,
+    etcd_address: str | None = ETCD_ADDRESS_OPT,
+    force: bool = typer.Option(
+        False, "--force", help="Remove a stale member entry for this host first."
+    ),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Join HOST as a learner, promoted once in sync.
+
+    A new host given with --address is written to the inventory first. Other members are
+    not restarted and get no new certs.
+    """
+    from orchestrator.workflows.nodes import add_node as run
+
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run(ctx, host, address=address, etcd_address=etcd_address, force=force),
+    )
+
+
+@app.command("remove-node")
+def remove_node(
+    host: str = typer.Argument(..., help="Host name (member name)."),
+    inventory: Path | None = INVENTORY_OPT,
+    wipe: bool = typer.Option(False, "--wipe", help="Also delete the host's data dir."),
+    force: bool = typer.Option(False, "--force", help="Allow going from 2 members to 1."),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Remove HOST from the cluster, stop etcd on it, drop it from the inventory.
+
+    Refused when the removal would put quorum at risk. The data dir stays unless --wipe.
+    """
+    from orchestrator.workflows.nodes import remove_node as run
+
+    _run(inventory, verbose, log_format, lambda ctx: run(ctx, host, wipe=wipe, force=force))
+
+
+@app.command("replace-node")
+def replace_node(
+    old: str = typer.Argument(..., help="The dead member's host name."),
+    new: str = typer.Argument(..., help="The new host's name."),
+    inventory: Path | None = INVENTORY_OPT,
+    address: str = typer.Option(..., "--address", help="The new host's address."),
+    etcd_address: str | None = ETCD_ADDRESS_OPT,
+    force: bool = typer.Option(False, "--force", help="As for add-node and remove-node."),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Replace a dead member: remove OLD first, then add NEW (the order that keeps quorum)."""
+    from orchestrator.workflows.nodes import replace_node as run
+
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run(ctx, old, new, address=address, etcd_address=etcd_address, force=force),
+    )
+
+
 def main() -> None:
     app(prog_name="etcd-deploy")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.etcd_api import EtcdClient
-from orchestrator.inventory import Host, Inventory
+from orchestrator.inventory import Host, Inventory, load_inventory
 from orchestrator.pki import LocalPKI
 from orchestrator.transport import HostConnection, Pool
 from orchestrator.ui import UI
@@ -22,6 +22,13 @@ class RunContext:
     def __post_init__(self) -> None:
         self.pool = Pool(self.inv, lambda host, m: self.ui.debug(host, m))
         self.pki = LocalPKI(self.inv.cluster.state_dir, self.inv.cluster.name)
+
+    def reload(self) -> None:
+        """Read the inventory file again (after this run edited it)."""
+        self.close()
+        self._client = None
+        self.inv = load_inventory(self.inv.path)
+        self.__post_init__()
 
     def conn(self, host: Host | str) -> HostConnection:
         return self.pool[host if isinstance(host, str) else host.name]

@@ -59,9 +59,10 @@ class PhaseFailure(EtcdDeployError):
 
     exit_code = 1
 
-    def __init__(self, phase: str, host: str | None, message: str) -> None:
+    def __init__(self, phase: str, host: str | None, message: str, exit_code: int = 1) -> None:
         self.phase = phase
         self.host = host
+        self.exit_code = exit_code
         label = f"{phase} {host}" if host else phase
         super().__init__(f"[{label}] {message}")
 

@@ -4,7 +4,9 @@ only when the list shows the call did not take effect (REFERENCE.md section 2)."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+from orchestrator.cluster import ClusterView
 from orchestrator.errors import ClusterUnhealthy
 from orchestrator.etcd_api import EtcdApiError, EtcdClient, Member
 
@@ -72,3 +74,50 @@ def remove(client: EtcdClient, member_id: int, *, timeout: float = RETRY_FOR) ->
             delay = _backoff(deadline, delay, f"member remove {member_id:x}", exc)
             continue
         return
+
+
+def hand_over_leadership(
+    client: EtcdClient, view: ClusterView, leader: Member, log: Callable[[str, str, str], None]
+) -> Member | None:
+    """Move leadership from `leader` to a healthy voter; the new leader, or None if none moved."""
+    phase = f"leader {leader.name}"
+    target = next(
+        (m for m in view.voters if m.id != leader.id and view.is_healthy_member(m.id)), None
+    )
+    if target is None or not leader.client_urls:
+        log("warn", phase, "no healthy follower to take over leadership")
+        return None
+    try:
+        client.move_leader(leader.client_urls[0], target.id)
+    except EtcdApiError as exc:
+        log("warn", phase, f"leadership transfer to {target.name} failed: {exc.reason}")
+        return None
+    log("info", phase, f"leadership handed to {target.name}")
+    return target
+
+
+def wait_removed(
+    client: EtcdClient, member_id: int, endpoints: list[str], *, timeout: float = 60
+) -> None:
+    """Wait until the member list no longer holds `member_id` and the rest have a leader."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            members = client.members(endpoints)
+            if all(m.id != member_id for m in members):
+                for endpoint in endpoints:
+                    try:
+                        if client.status(endpoint, timeout=2).leader_id:
+                            return
+                    except EtcdApiError:
+                        continue
+        except EtcdApiError:
+            pass
+        if time.monotonic() + delay > deadline:
+            raise ClusterUnhealthy(
+                f"member {member_id:x} still listed, or no leader, "
+                f"{timeout:.0f} s after its removal"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)

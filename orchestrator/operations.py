@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from orchestrator.inventory import Inventory
-from orchestrator.plan import DesiredFile, desired_dirs
+from orchestrator.lock import LOCK_PATH
+from orchestrator.plan import UNIT_PATH, DesiredFile, desired_dirs
 from orchestrator.release import Release
 from orchestrator.transport import HostConnection
 
@@ -77,6 +78,32 @@ def install_script(inv: Inventory, release: Release) -> str:
             f"{d}/etcd --version | head -n 1",
         ]
     )
+
+
+def teardown_script(inv: Inventory, *, wipe_data: bool) -> str:
+    """Stop etcd and remove what etcd-deploy installed; the data dir (and the etcd user that
+    owns it) only with `wipe_data`. Ends by letting go of the run lock."""
+    c = inv.cluster
+    binaries = " ".join(
+        f"{q(c.install_dir)}/{b} {q(c.install_dir)}/{b}.prev"
+        for b in ("etcd", "etcdctl", "etcdutl", "etcdctl.sh")
+    )
+    lines = [
+        "systemctl disable --now etcd.service >/dev/null 2>&1 || true",
+        f"rm -f {UNIT_PATH}",
+        "systemctl daemon-reload",
+        "systemctl reset-failed etcd.service >/dev/null 2>&1 || true",
+        f"rm -rf {q(c.config_dir)}",
+        f"rm -f {binaries}",
+        f"rmdir {q(c.install_dir)} 2>/dev/null || true",
+    ]
+    if wipe_data:
+        lines += [
+            f"rm -rf {q(c.data_dir)}",
+            "userdel etcd >/dev/null 2>&1 || true",
+            "groupdel etcd >/dev/null 2>&1 || true",
+        ]
+    return "\n".join([*lines, f"rm -f {LOCK_PATH}"])
 
 
 def journal_tail(conn: HostConnection, lines: int = 20) -> str:

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import shlex
 import shutil
 
 from orchestrator.context import RunContext
-from orchestrator.lock import LOCK_PATH, new_owner
-from orchestrator.plan import UNIT_PATH
+from orchestrator.lock import new_owner
+from orchestrator.operations import teardown_script
 from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures
 
 
-def destroy_script(ctx: RunContext) -> str:
-    c = ctx.inv.cluster
-    q = shlex.quote
-    return "\n".join(
-        [
-            "systemctl disable --now etcd.service >/dev/null 2>&1 || true",
-            f"rm -f {UNIT_PATH}",
-            "systemctl daemon-reload",
-            "systemctl reset-failed etcd.service >/dev/null 2>&1 || true",
-            f"rm -rf {q(c.config_dir)} {q(c.data_dir)}",
-            *(
-                f"rm -f {q(c.install_dir)}/{b} {q(c.install_dir)}/{b}.prev"
-                for b in ("etcd", "etcdctl", "etcdutl", "etcdctl.sh")
-            ),
-            f"rmdir {q(c.install_dir)} 2>/dev/null || true",
-            "userdel etcd >/dev/null 2>&1 || true",
-            "groupdel etcd >/dev/null 2>&1 || true",
-            f"rm -f {LOCK_PATH}",
-        ]
-    )
-
-
 def run_destroy(ctx: RunContext, *, purge_state: bool) -> None:
-    script = destroy_script(ctx)
+    script = teardown_script(ctx.inv, wipe_data=True)
     names = [h.name for h in ctx.inv.hosts]
     gather_facts(ctx, new_owner("destroy"), {}, names)  # the run lock; removed with the rest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from orchestrator.context import RunContext
-from orchestrator.errors import EtcdDeployError, PhaseFailure, SafetyRefusal
+from orchestrator.errors import EtcdDeployError, PhaseFailure, SafetyRefusal, TransportError
 from orchestrator.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
 from orchestrator.lock import (
     LOCK_PATH,
@@ -32,13 +32,25 @@ def raise_for_failures(ctx: RunContext, phase: str, results: dict[str, HostResul
     first = next(iter(failed.values()))
     if len(failed) == 1 and isinstance(first, EtcdDeployError):
         raise first
-    raise PhaseFailure(phase, None, f"failed on {', '.join(failed)}")
+    # Several hosts failed the same way (all unreachable, say): keep that exit code.
+    codes = {e.exit_code if isinstance(e, EtcdDeployError) else 1 for e in failed.values()}
+    code = codes.pop() if len(codes) == 1 else 1
+    raise PhaseFailure(phase, None, f"failed on {', '.join(failed)}", exit_code=code)
 
 
 def gather_facts(
-    ctx: RunContext, owner: LockOwner, files: dict[str, list[DesiredFile]], names: Iterable[str]
+    ctx: RunContext,
+    owner: LockOwner,
+    files: dict[str, list[DesiredFile]],
+    names: Iterable[str],
+    *,
+    tolerate_unreachable: bool = False,
 ) -> dict[str, HostFacts]:
-    """Facts of every host in one command each, taking the run lock on the way."""
+    """Facts of every host in one command each, taking the run lock on the way.
+
+    With `tolerate_unreachable`, hosts SSH cannot reach are left out (and logged) instead
+    of failing the run; a lock held by another live run still does.
+    """
 
     def one(conn: HostConnection) -> HostFacts:
         wanted = files.get(conn.name, [])
@@ -69,6 +81,11 @@ def gather_facts(
         return facts
 
     results = ctx.pool.map(one, names)
+    if tolerate_unreachable:
+        for name, result in list(results.items()):
+            if isinstance(result.error, TransportError):
+                ctx.ui.warn(f"facts {name}", f"unreachable, left out: {result.error}")
+                del results[name]
     acquired = [n for n, r in results.items() if r.ok]
     try:
         raise_for_failures(ctx, "facts", results)

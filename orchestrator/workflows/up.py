@@ -19,7 +19,7 @@ from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
-from orchestrator.membership import add_learner, promote, remove
+from orchestrator.membership import add_learner, hand_over_leadership, promote, remove
 from orchestrator.operations import apply_files, install_binaries, journal_tail, prepare_script
 from orchestrator.pki import IssuedCert
 from orchestrator.plan import DesiredFile, HostPlan, desired_files, plan_host
@@ -140,10 +140,12 @@ def _check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) -
         )
 
 
-def _safety(ctx: RunContext, obs: Observed, *, force: bool) -> list[tuple[Host, Member]]:
+def _safety(
+    ctx: RunContext, obs: Observed, scope: list[str], *, force: bool
+) -> list[tuple[Host, Member]]:
     """Refuse data dirs of other clusters; return stale members (peer URL a member, etcd gone)."""
     stale: list[tuple[Host, Member]] = []
-    for host in ctx.inv.hosts:
+    for host in map(ctx.inv.host, scope):
         f = obs.facts[host.name]
         member = obs.member_of(ctx, host)
         if obs.view is None:
@@ -218,8 +220,12 @@ def print_plan(ctx: RunContext, plans: dict[str, HostPlan]) -> None:
             ctx.ui.print(f"  = {noop}")
 
 
-def run_up(ctx: RunContext, *, dry_run: bool = False, force: bool = False) -> int:
+def run_up(
+    ctx: RunContext, *, dry_run: bool = False, force: bool = False, only: str | None = None
+) -> int:
+    """Converge every host, or with `only` just that one (`add-node`: no other host changes)."""
     inv = ctx.inv
+    scope = [only] if only else [h.name for h in inv.hosts]
     ui = ctx.ui
     started = time.monotonic()
     for warning in inv.warnings:
@@ -237,9 +243,13 @@ def run_up(ctx: RunContext, *, dry_run: bool = False, force: bool = False) -> in
             f"{inv.cluster.name}-{secrets.token_hex(6)}"
         )
         obs = Observed(facts, view, token, certs)
-        stale = _safety(ctx, obs, force=force)
+        if only and view is None:
+            raise SafetyRefusal(
+                f"no running cluster to add {only} to: bootstrap it first with etcd-deploy up"
+            )
+        stale = _safety(ctx, obs, scope, force=force)
         _report_foreign_members(ctx, obs)
-        plans = plan_all(ctx, obs)
+        plans = {n: p for n, p in plan_all(ctx, obs).items() if n in scope}
         if dry_run:
             print_plan(ctx, plans)
             pending = any(p.changes for p in plans.values()) or bool(stale)
@@ -268,7 +278,7 @@ def _report_foreign_members(ctx: RunContext, obs: Observed) -> None:
             ctx.ui.warn(
                 "discover",
                 f"member {member.name or member.id} ({', '.join(member.peer_urls)})"
-                " is not in the inventory; left alone (etcd-deploy remove-node removes it)",
+                " is not in the inventory; left alone",
             )
 
 
@@ -467,10 +477,10 @@ def _move_data_aside(ctx: RunContext, host: Host) -> None:
 
 def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:
     """Restart members whose unit, env or binary changed: one at a time, leader last."""
-    for host in ctx.inv.hosts:
-        if plans[host.name].enable:
-            ctx.conn(host).run("systemctl enable --quiet etcd.service")
-    todo = [h for h in ctx.inv.hosts if plans[h.name].restart_reasons]
+    for name, plan in plans.items():
+        if plan.enable:
+            ctx.conn(name).run("systemctl enable --quiet etcd.service")
+    todo = [ctx.inv.host(n) for n, p in plans.items() if p.restart_reasons]
     if not todo:
         return
     view = wait_healthy(ctx.client(), timeout=60)
@@ -481,27 +491,11 @@ def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan])
         view = wait_healthy(ctx.client(), timeout=60)
         member = view.by_peer_url(ctx.inv.peer_url(host))
         if member is not None and member.id == view.leader_id and len(view.voters) > 1:
-            _hand_over_leadership(ctx, view, member)
+            hand_over_leadership(ctx.client(), view, member, ctx.ui.log)
         ctx.ui.info(phase, "restarting etcd (" + "; ".join(plans[host.name].restart_reasons) + ")")
         _start_and_wait(ctx, host, phase, restart=True)
         wait_healthy(ctx.client(), timeout=60)
         ctx.ui.info(phase, "healthy again")
-
-
-def _hand_over_leadership(ctx: RunContext, view: ClusterView, leader: Member) -> None:
-    target = next(
-        (m for m in view.voters if m.id != leader.id and view.is_healthy_member(m.id)), None
-    )
-    if target is None or not leader.client_urls:
-        return
-    try:
-        ctx.client().move_leader(leader.client_urls[0], target.id)
-        ctx.ui.info(f"restart {leader.name}", f"leadership handed to {target.name}")
-    except EtcdApiError as exc:
-        ctx.ui.warn(
-            f"restart {leader.name}",
-            f"leadership transfer failed ({exc.reason}); restarting the leader anyway",
-        )
 
 
 def _print_apiserver_flags(ctx: RunContext) -> None:

@@ -1,0 +1,108 @@
+"""A load checker: a writer that writes sequential keys without pause through etcd's client
+API (retrying a write on the next endpoint, as etcd clients do, until it is acknowledged),
+recording every acknowledged write, and a verifier that reads them all back."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def _b64(data: str) -> str:
+    return base64.b64encode(data.encode()).decode()
+
+
+@dataclass
+class LoadReport:
+    acknowledged: int
+    lost: list[str]
+    longest_stall: float  # seconds between two acknowledged writes
+
+
+@dataclass
+class Writer:
+    endpoints: list[str]
+    pki_dir: Path  # the state dir's pki folder: ca.crt and the control client cert
+    prefix: str = "/load/"
+    acked: list[int] = field(default_factory=list)
+    longest_stall: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _client(self) -> httpx.Client:
+        context = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        context.load_cert_chain(
+            str(self.pki_dir / "etcd-deploy-client.crt"),
+            str(self.pki_dir / "etcd-deploy-client.key"),
+        )
+        return httpx.Client(verify=context, timeout=2.0)
+
+    def _run(self) -> None:
+        seq = 0
+        turn = 0
+        last_ack = time.monotonic()
+        with self._client() as client:
+            while not self._stop.is_set():
+                endpoint = self.endpoints[turn % len(self.endpoints)]
+                key = f"{self.prefix}{seq:08d}"
+                try:
+                    response = client.post(
+                        f"{endpoint}/v3/kv/put", json={"key": _b64(key), "value": _b64(f"v{seq}")}
+                    )
+                    ok = response.status_code == 200 and "error" not in response.json()
+                except (httpx.HTTPError, ValueError):
+                    ok = False
+                if ok:
+                    now = time.monotonic()
+                    self.longest_stall = max(self.longest_stall, now - last_ack)
+                    last_ack = now
+                    self.acked.append(seq)
+                    seq += 1
+                else:
+                    turn += 1  # the same write again, on the next endpoint
+                    time.sleep(0.05)
+
+    def start(self) -> Writer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def verify(self, endpoints: list[str] | None = None) -> LoadReport:
+        """Read every acknowledged key back from the cluster (linearizable range)."""
+        prefix_end = self.prefix[:-1] + chr(ord(self.prefix[-1]) + 1)
+        found: dict[str, str] = {}
+        with self._client() as client:
+            for endpoint in endpoints or self.endpoints:
+                try:
+                    response = client.post(
+                        f"{endpoint}/v3/kv/range",
+                        json={"key": _b64(self.prefix), "range_end": _b64(prefix_end)},
+                        timeout=30,
+                    )
+                    data = response.json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                for kv in data.get("kvs", []):
+                    found[base64.b64decode(kv["key"]).decode()] = base64.b64decode(
+                        kv.get("value", "")
+                    ).decode()
+                break
+            else:
+                raise AssertionError("no endpoint answered the verification read")
+        lost = [
+            f"{self.prefix}{seq:08d}"
+            for seq in self.acked
+            if found.get(f"{self.prefix}{seq:08d}") != f"v{seq}"
+        ]
+        return LoadReport(len(self.acked), lost, round(self.longest_stall, 2))
