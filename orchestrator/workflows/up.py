@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.cluster import ClusterView, observe, wait_healthy
 from orchestrator.context import RunContext
-from orchestrator.errors import EXIT_CHANGES_PENDING, PhaseFailure, SafetyRefusal
+from orchestrator.errors import EXIT_CHANGES_PENDING, ClusterUnhealthy, PhaseFailure, SafetyRefusal
 from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
@@ -417,7 +417,19 @@ def _join(ctx: RunContext, host: Host, obs: Observed) -> None:
     apply_files(ctx.conn(host), [_env_file(ctx, host, obs, env)], daemon_reload=False)
     _start_and_wait(ctx, host, phase)
     if member.is_learner:
-        promote(client, member.id)
+        try:
+            promote(client, member.id)
+        except ClusterUnhealthy as exc:
+            # A learner that cannot catch up is removed (safe: learners do not vote), so
+            # the cluster is not left with a member that blocks the next change.
+            remove(client, member.id)
+            ctx.conn(host).run("systemctl disable --now etcd.service", check=False)
+            raise PhaseFailure(
+                phase,
+                None,
+                f"{exc}; the learner was removed and etcd stopped on {host.name}; "
+                "re-run to try again",
+            ) from None
         ctx.ui.info(phase, "promoted to voting member")
     wait_healthy(client, timeout=60)
     ctx.ui.info(phase, "cluster healthy")

@@ -27,9 +27,9 @@ def _hosts_in_inventory(cli: Cli) -> list[str]:
 def test_grow_1_3_5_then_shrink_to_3_removing_the_leader_under_load(make_cli) -> None:
     cli = make_cli(1)
     cli.inventory.write_text(
-        cli.inventory.read_text().replace(
-            "[[hosts]]", "# our hosts, grown with add-node\n[[hosts]]"
-        )
+        cli.inventory.read_text()
+        .replace("[[hosts]]", "# our hosts, grown with add-node\n\n[[hosts]]")
+        .replace("[ssh]", "[ssh]  # how we reach them")
     )
     cli("up", check=True)
     pki = cli.inventory.parent / ".etcd-deploy" / "lab" / "pki"
@@ -52,7 +52,8 @@ def test_grow_1_3_5_then_shrink_to_3_removing_the_leader_under_load(make_cli) ->
     status = cli.status()
     assert status["healthy"] and len(_members(cli)) == 3
     assert len(_hosts_in_inventory(cli)) == 3
-    assert "# our hosts, grown with add-node" in cli.inventory.read_text()
+    text = cli.inventory.read_text()
+    assert "# our hosts, grown with add-node" in text and "[ssh]  # how we reach them" in text
     report = writer.verify([f"https://{HOSTS[n]}:2379" for n in _members(cli)])
     assert report.acknowledged > 50 and report.lost == [], report
     print(f"\nadd/remove under load: {report}")
