@@ -7,10 +7,13 @@ The control machine talks to each member's client URL with its own client cert
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -200,16 +203,47 @@ class EtcdClient:
             timeout=15,
         )
 
-    # -- keys (tests and checks) ---------------------------------------------------------------
-    def put(self, key: bytes, value: bytes, endpoints: list[str] | None = None) -> int:
-        import base64
+    def snapshot(
+        self, endpoint: str, out: BinaryIO, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Stream a snapshot of `endpoint`'s database into `out`; returns the byte count.
 
-        data = self._any(
-            "/v3/kv/put",
-            {"key": base64.b64encode(key).decode(), "value": base64.b64encode(value).decode()},
-            endpoints,
+        The gateway streams one JSON object per line, each with a base64 `blob`.
+        """
+        written = 0
+        try:
+            with self._http.stream(
+                "POST", endpoint + "/v3/maintenance/snapshot", json={}, timeout=httpx.Timeout(30)
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise EtcdApiError(endpoint, f"snapshot failed: {response.text.strip()}")
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if "error" in message:
+                        error = message["error"]
+                        raise EtcdApiError(
+                            endpoint, f"snapshot failed: {error.get('message', error)}"
+                        )
+                    blob = base64.b64decode(message.get("result", message).get("blob", ""))
+                    out.write(blob)
+                    written += len(blob)
+                    if progress:
+                        progress(written)
+        except httpx.HTTPError as exc:
+            raise EtcdApiError(
+                endpoint, f"snapshot stream broke: {exc}", unreachable=True
+            ) from None
+        return written
+
+    def count_keys(self, endpoint: str) -> tuple[int, int]:
+        """(number of keys, revision) as `endpoint` sees them now."""
+        data = self._post(
+            endpoint, "/v3/kv/range", {"key": "AA==", "range_end": "AA==", "count_only": True}
         )
-        return int(data.get("header", {}).get("revision", 0))
+        return int(data.get("count", 0)), int(data.get("header", {}).get("revision", 0))
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -7,10 +7,8 @@ Phases: [facts] (and the run lock) -> [certs] -> [release] -> [discover] -> [pla
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
-from dataclasses import dataclass, field
 
 from orchestrator.cluster import ClusterView, observe, wait_healthy
 from orchestrator.context import RunContext
@@ -20,29 +18,22 @@ from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
 from orchestrator.membership import add_learner, hand_over_leadership, promote, remove
-from orchestrator.operations import apply_files, install_binaries, journal_tail, prepare_script
-from orchestrator.pki import IssuedCert
-from orchestrator.plan import DesiredFile, HostPlan, desired_files, plan_host
+from orchestrator.operations import apply_files
+from orchestrator.plan import HostPlan, plan_host
 from orchestrator.quorum import check_add, check_remove
-from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.render import pki_paths, render_etcd_env
 from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
-
-START_TIMEOUT = 120.0
-
-
-@dataclass
-class Observed:
-    """Facts of every host plus the cluster as its running members see it."""
-
-    facts: dict[str, HostFacts]
-    view: ClusterView | None
-    token: str
-    certs: dict[str, dict[str, IssuedCert]] = field(default_factory=dict)
-
-    def member_of(self, ctx: RunContext, host: Host) -> Member | None:
-        return self.view.by_peer_url(ctx.inv.peer_url(host)) if self.view else None
+from orchestrator.workflows.phases import (
+    START_TIMEOUT,
+    Observed,
+    check_ca,
+    desired_for,
+    env_file,
+    install_hosts,
+    issue_certs,
+    start_and_wait,
+)
 
 
 def _env_for(
@@ -74,34 +65,6 @@ def _env_for(
     )
 
 
-def _desired(ctx: RunContext, host: Host, obs: Observed, env: str) -> list[DesiredFile]:
-    certs = {k: (c.cert_pem, c.key_pem) for k, c in obs.certs[host.name].items()}
-    return desired_files(ctx.inv, host, env=env, ca_pem=ctx.pki.ca_cert_pem(), certs=certs)
-
-
-def _issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
-    inv = ctx.inv
-    if ctx.pki.ensure_ca(inv.cluster.ca_days):
-        ctx.ui.info(
-            "certs",
-            f"created a new CA in {ctx.pki.ca_cert_path.parent} "
-            "(its key never leaves this machine)",
-        )
-    out = {}
-    for host in inv.hosts:
-        out[host.name] = ctx.pki.ensure_host_certs(
-            inv, host, renew_within_days=inv.cluster.renew_within_days
-        )
-        issued = [c for c in out[host.name].values() if c.changed]
-        reasons = sorted({c.reason.removeprefix("issued: ") for c in issued})
-        if issued:
-            kinds = ", ".join(c.kind for c in issued)
-            ctx.ui.info(f"certs {host.name}", f"issued {kinds} ({'; '.join(reasons)})")
-        else:
-            ctx.ui.debug(f"certs {host.name}", "all certs reused: valid and SANs match")
-    return out
-
-
 def _token_from(facts: dict[str, HostFacts], env_path: str) -> str | None:
     for f in facts.values():
         for line in f.texts.get(env_path, "").splitlines():
@@ -121,23 +84,6 @@ def _discover(ctx: RunContext, facts: dict[str, HostFacts]) -> ClusterView | Non
             "discover", f"etcd runs on {len(running)} host(s) but no member answers: {exc.reason}"
         )
         return None
-
-
-def _check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) -> None:
-    """A CA made now while hosts hold another one means the state dir was lost."""
-    ca_path = pki_paths(ctx.inv)["ca.crt"]
-    digest = hashlib.sha256(ctx.pki.ca_cert_pem()).hexdigest()
-    foreign = [
-        n
-        for n, f in facts.items()
-        if ca_path in f.files and f.files[ca_path].sha256 != digest and f.has_data
-    ]
-    if foreign and created_now:
-        raise SafetyRefusal(
-            f"hosts {', '.join(foreign)} hold a cluster made with another CA, and there is no CA "
-            f"in {ctx.pki.ca_cert_path.parent}: restore the state dir "
-            f"({ctx.inv.cluster.state_dir}) from its backup; nothing was changed"
-        )
 
 
 def _safety(
@@ -184,7 +130,7 @@ def plan_all(ctx: RunContext, obs: Observed) -> dict[str, HostPlan]:
         plans[host.name] = plan_host(
             ctx.inv,
             host,
-            _desired(ctx, host, obs, env),
+            desired_for(ctx, host, obs, env),
             obs.facts[host.name],
             version=ctx.inv.cluster.etcd_version,
             member=is_member,
@@ -232,12 +178,12 @@ def run_up(
         ui.warn("preflight", warning)
     owner = new_owner("plan" if dry_run else "up")
     ca_created = not ctx.pki.ca_cert_path.exists()
-    certs = _issue_certs(ctx)
+    certs = issue_certs(ctx)
     placeholder = Observed({}, None, "", certs)
-    paths = {h.name: _desired(ctx, h, placeholder, env="") for h in inv.hosts}
+    paths = {h.name: desired_for(ctx, h, placeholder, env="") for h in inv.hosts}
     facts = gather_facts(ctx, owner, paths, [h.name for h in inv.hosts])
     try:
-        _check_ca(ctx, facts, ca_created)
+        check_ca(ctx, facts, ca_created)
         view = _discover(ctx, facts)
         token = _token_from(facts, f"{inv.cluster.config_dir}/etcd.env") or (
             f"{inv.cluster.name}-{secrets.token_hex(6)}"
@@ -254,7 +200,7 @@ def run_up(
             print_plan(ctx, plans)
             pending = any(p.changes for p in plans.values()) or bool(stale)
             return EXIT_CHANGES_PENDING if pending else 0
-        _install(ctx, obs, plans)
+        install_hosts(ctx, obs, plans)
         _converge_membership(ctx, obs, plans, stale, force=force)
         _rolling_restart(ctx, obs, plans)
         for plan in plans.values():
@@ -282,91 +228,6 @@ def _report_foreign_members(ctx: RunContext, obs: Observed) -> None:
             )
 
 
-def _install(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:
-    """Per host, in parallel: user and dirs, binaries, files (a joiner's env waits for its join)."""
-    inv = ctx.inv
-    releases: dict[str, Release] = {}
-    for arch in sorted({arch_for(obs.facts[n].arch) for n, p in plans.items() if p.install}):
-        with ctx.ui.progress(
-            f"[release] etcd {inv.cluster.etcd_version} linux-{arch}", None
-        ) as bar:
-            releases[arch] = fetch_release(
-                inv.cluster.release_url,
-                inv.cluster.etcd_version,
-                arch,
-                progress=bar,
-                log=lambda m: ctx.ui.info("release", m),
-            )
-        ctx.ui.info(
-            "release",
-            f"etcd {inv.cluster.etcd_version} linux-{arch} verified "
-            f"(sha256 {releases[arch].sha256[:16]}...)",
-        )
-
-    def one(conn: HostConnection) -> None:
-        plan = plans[conn.name]
-        phase = f"install {conn.name}"
-        if plan.prepare:
-            conn.run(prepare_script(inv))
-            ctx.ui.info(phase, f"prepared etcd user and directories ({plan.prepare})")
-        if plan.install:
-            install_binaries(conn, inv, releases[arch_for(obs.facts[conn.name].arch)])
-            ctx.ui.info(phase, f"installed {plan.install}")
-        files = [
-            c.file
-            for c in plan.files
-            if not (c.file.kind == "env" and plan.membership in ("bootstrap", "join"))
-        ]
-        if files:
-            apply_files(conn, files, daemon_reload=plan.daemon_reload)
-            ctx.ui.info(
-                phase, f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files}))
-            )
-
-    results = ctx.pool.map(one, [n for n, p in plans.items() if p.changes])
-    raise_for_failures(ctx, "install", results)
-
-
-def _start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = False) -> None:
-    """Start (or restart) etcd without blocking on systemd, then wait for it to answer."""
-    conn = ctx.conn(host)
-    verb = "restart" if restart else "start"
-    conn.run(f"systemctl enable --quiet etcd.service && systemctl {verb} --no-block etcd.service")
-    endpoint = ctx.inv.client_url(host)
-    deadline = time.monotonic() + START_TIMEOUT
-    next_check = time.monotonic() + 2
-    if restart:
-        time.sleep(0.3)  # let the old process stop answering
-    while True:
-        try:
-            ctx.client().status(endpoint, timeout=2)
-            state = conn.run("systemctl is-active etcd.service", check=False, quiet=True).stdout
-            if state.strip() == "active":
-                return
-        except EtcdApiError:
-            pass
-        now = time.monotonic()
-        if now >= next_check:
-            state = conn.run("systemctl is-active etcd.service", check=False, quiet=True).stdout
-            if state.strip() == "failed":
-                raise PhaseFailure(
-                    phase, None, "etcd failed to start; last journal lines:\n" + journal_tail(conn)
-                )
-            next_check = now + 2
-        if now > deadline:
-            raise PhaseFailure(
-                phase,
-                None,
-                f"etcd did not answer within {START_TIMEOUT:.0f} s; "
-                "last journal lines:\n" + journal_tail(conn),
-            )
-        time.sleep(0.2)
-
-
-def _env_file(ctx: RunContext, host: Host, obs: Observed, env: str) -> DesiredFile:
-    return next(f for f in _desired(ctx, host, obs, env) if f.kind == "env")
-
-
 def _bootstrap(ctx: RunContext, founders: list[Host], obs: Observed) -> None:
     """Start a brand-new cluster: one member (learner mode) or all founders at once."""
     names = ", ".join(h.name for h in founders)
@@ -375,9 +236,9 @@ def _bootstrap(ctx: RunContext, founders: list[Host], obs: Observed) -> None:
     def one(conn: HostConnection) -> None:
         host = ctx.inv.host(conn.name)
         env = _env_for(ctx, host, obs, state="new")
-        apply_files(conn, [_env_file(ctx, host, obs, env)], daemon_reload=False)
+        apply_files(conn, [env_file(ctx, host, obs, env)], daemon_reload=False)
         if len(founders) == 1:
-            _start_and_wait(ctx, host, f"bootstrap {host.name}")
+            start_and_wait(ctx, host, f"bootstrap {host.name}")
         else:  # members of a static initial cluster wait for each other: start all, then gate
             conn.run(
                 "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
@@ -414,8 +275,8 @@ def _join(ctx: RunContext, host: Host, obs: Observed) -> None:
         ctx.ui.info(phase, f"added as learner {member.id:x}")
     members = client.members()
     env = _env_for(ctx, host, obs, state="existing", members=members)
-    apply_files(ctx.conn(host), [_env_file(ctx, host, obs, env)], daemon_reload=False)
-    _start_and_wait(ctx, host, phase)
+    apply_files(ctx.conn(host), [env_file(ctx, host, obs, env)], daemon_reload=False)
+    start_and_wait(ctx, host, phase)
     if member.is_learner:
         try:
             promote(client, member.id)
@@ -505,7 +366,7 @@ def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan])
         if member is not None and member.id == view.leader_id and len(view.voters) > 1:
             hand_over_leadership(ctx.client(), view, member, ctx.ui.log)
         ctx.ui.info(phase, "restarting etcd (" + "; ".join(plans[host.name].restart_reasons) + ")")
-        _start_and_wait(ctx, host, phase, restart=True)
+        start_and_wait(ctx, host, phase, restart=True)
         wait_healthy(ctx.client(), timeout=60)
         ctx.ui.info(phase, "healthy again")
 

@@ -1,0 +1,166 @@
+"""Host phases shared by workflows (up, add-node, restore): certs, install, start."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from orchestrator.cluster import ClusterView
+from orchestrator.context import RunContext
+from orchestrator.errors import PhaseFailure, SafetyRefusal
+from orchestrator.etcd_api import EtcdApiError, Member
+from orchestrator.facts import HostFacts
+from orchestrator.inventory import Host
+from orchestrator.operations import apply_files, install_binaries, journal_tail, prepare_script
+from orchestrator.pki import IssuedCert
+from orchestrator.plan import DesiredFile, HostPlan, desired_files
+from orchestrator.release import Release, arch_for, fetch_release
+from orchestrator.render import pki_paths
+from orchestrator.transport import HostConnection
+from orchestrator.workflows.hosts import raise_for_failures
+
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class Observed:
+    """Facts of every host plus the cluster as its running members see it."""
+
+    facts: dict[str, HostFacts]
+    view: ClusterView | None
+    token: str
+    certs: dict[str, dict[str, IssuedCert]] = field(default_factory=dict)
+
+    def member_of(self, ctx: RunContext, host: Host) -> Member | None:
+        return self.view.by_peer_url(ctx.inv.peer_url(host)) if self.view else None
+
+
+def desired_for(ctx: RunContext, host: Host, obs: Observed, env: str) -> list[DesiredFile]:
+    certs = {k: (c.cert_pem, c.key_pem) for k, c in obs.certs[host.name].items()}
+    return desired_files(ctx.inv, host, env=env, ca_pem=ctx.pki.ca_cert_pem(), certs=certs)
+
+
+def issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
+    inv = ctx.inv
+    if ctx.pki.ensure_ca(inv.cluster.ca_days):
+        ctx.ui.info(
+            "certs",
+            f"created a new CA in {ctx.pki.ca_cert_path.parent} "
+            "(its key never leaves this machine)",
+        )
+    out = {}
+    for host in inv.hosts:
+        out[host.name] = ctx.pki.ensure_host_certs(
+            inv, host, renew_within_days=inv.cluster.renew_within_days
+        )
+        issued = [c for c in out[host.name].values() if c.changed]
+        reasons = sorted({c.reason.removeprefix("issued: ") for c in issued})
+        if issued:
+            kinds = ", ".join(c.kind for c in issued)
+            ctx.ui.info(f"certs {host.name}", f"issued {kinds} ({'; '.join(reasons)})")
+        else:
+            ctx.ui.debug(f"certs {host.name}", "all certs reused: valid and SANs match")
+    return out
+
+
+def check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) -> None:
+    """A CA made now while hosts hold another one means the state dir was lost."""
+    ca_path = pki_paths(ctx.inv)["ca.crt"]
+    digest = hashlib.sha256(ctx.pki.ca_cert_pem()).hexdigest()
+    foreign = [
+        n
+        for n, f in facts.items()
+        if ca_path in f.files and f.files[ca_path].sha256 != digest and f.has_data
+    ]
+    if foreign and created_now:
+        raise SafetyRefusal(
+            f"hosts {', '.join(foreign)} hold a cluster made with another CA, and there is no CA "
+            f"in {ctx.pki.ca_cert_path.parent}: restore the state dir "
+            f"({ctx.inv.cluster.state_dir}) from its backup; nothing was changed"
+        )
+
+
+def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:
+    """Per host, in parallel: user and dirs, binaries, files (a joiner's env waits for its join)."""
+    inv = ctx.inv
+    releases: dict[str, Release] = {}
+    for arch in sorted({arch_for(obs.facts[n].arch) for n, p in plans.items() if p.install}):
+        with ctx.ui.progress(
+            f"[release] etcd {inv.cluster.etcd_version} linux-{arch}", None
+        ) as bar:
+            releases[arch] = fetch_release(
+                inv.cluster.release_url,
+                inv.cluster.etcd_version,
+                arch,
+                progress=bar,
+                log=lambda m: ctx.ui.info("release", m),
+            )
+        ctx.ui.info(
+            "release",
+            f"etcd {inv.cluster.etcd_version} linux-{arch} verified "
+            f"(sha256 {releases[arch].sha256[:16]}...)",
+        )
+
+    def one(conn: HostConnection) -> None:
+        plan = plans[conn.name]
+        phase = f"install {conn.name}"
+        if plan.prepare:
+            conn.run(prepare_script(inv))
+            ctx.ui.info(phase, f"prepared etcd user and directories ({plan.prepare})")
+        if plan.install:
+            install_binaries(conn, inv, releases[arch_for(obs.facts[conn.name].arch)])
+            ctx.ui.info(phase, f"installed {plan.install}")
+        files = [
+            c.file
+            for c in plan.files
+            if not (c.file.kind == "env" and plan.membership in ("bootstrap", "join"))
+        ]
+        if files:
+            apply_files(conn, files, daemon_reload=plan.daemon_reload)
+            ctx.ui.info(
+                phase, f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files}))
+            )
+
+    results = ctx.pool.map(one, [n for n, p in plans.items() if p.changes])
+    raise_for_failures(ctx, "install", results)
+
+
+def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = False) -> None:
+    """Start (or restart) etcd without blocking on systemd, then wait for it to answer."""
+    conn = ctx.conn(host)
+    verb = "restart" if restart else "start"
+    conn.run(f"systemctl enable --quiet etcd.service && systemctl {verb} --no-block etcd.service")
+    endpoint = ctx.inv.client_url(host)
+    deadline = time.monotonic() + START_TIMEOUT
+    next_check = time.monotonic() + 2
+    if restart:
+        time.sleep(0.3)  # let the old process stop answering
+    while True:
+        try:
+            ctx.client().status(endpoint, timeout=2)
+            state = conn.run("systemctl is-active etcd.service", check=False, quiet=True).stdout
+            if state.strip() == "active":
+                return
+        except EtcdApiError:
+            pass
+        now = time.monotonic()
+        if now >= next_check:
+            state = conn.run("systemctl is-active etcd.service", check=False, quiet=True).stdout
+            if state.strip() == "failed":
+                raise PhaseFailure(
+                    phase, None, "etcd failed to start; last journal lines:\n" + journal_tail(conn)
+                )
+            next_check = now + 2
+        if now > deadline:
+            raise PhaseFailure(
+                phase,
+                None,
+                f"etcd did not answer within {START_TIMEOUT:.0f} s; "
+                "last journal lines:\n" + journal_tail(conn),
+            )
+        time.sleep(0.2)
+
+
+def env_file(ctx: RunContext, host: Host, obs: Observed, env: str) -> DesiredFile:
+    return next(f for f in desired_for(ctx, host, obs, env) if f.kind == "env")
