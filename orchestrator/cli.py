@@ -146,17 +146,28 @@ def up(
         help="Also remove stale members and move "
         "aside data dirs of other clusters (never deletes data).",
     ),
+    from_snapshot: Path | None = typer.Option(
+        None, "--from-snapshot", help="Seed a brand-new cluster from this snapshot file."
+    ),
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Bootstrap or converge the cluster described by the inventory."""
+    from orchestrator.workflows.restore import run_restore
     from orchestrator.workflows.up import run_up
+
+    def action(ctx: RunContext) -> int:
+        if from_snapshot is not None:
+            if dry_run:
+                raise UsageError("--from-snapshot cannot be combined with --dry-run")
+            return run_restore(ctx, from_snapshot, yes=True, fresh_only=True)
+        return run_up(ctx, dry_run=dry_run, force=force)
 
     _run(
         inventory,
         verbose,
         log_format,
-        lambda ctx: run_up(ctx, dry_run=dry_run, force=force),
+        action,
         inventory_arg,
         cluster_overrides={"bootstrap": "parallel"} if parallel_bootstrap else None,
     )
@@ -292,6 +303,116 @@ def replace_node(
         verbose,
         log_format,
         lambda ctx: run(ctx, old, new, address=address, etcd_address=etcd_address, force=force),
+    )
+
+
+backup_app = typer.Typer(
+    help="Snapshots: take one now (no subcommand), schedule them on the hosts, list them.",
+    no_args_is_help=False,
+)
+app.add_typer(backup_app, name="backup")
+OUT_DIR_OPT = typer.Option(
+    None, "-o", "--output-dir", help="Local folder [default: backups/ in the state dir]."
+)
+
+
+@backup_app.callback(invoke_without_command=True)
+def backup(
+    typer_ctx: typer.Context,
+    inventory: Path | None = INVENTORY_OPT,
+    out_dir: Path | None = OUT_DIR_OPT,
+    keep: int | None = typer.Option(
+        None, "--keep", min=1, help="Keep only the newest N local backups of this cluster."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Take a snapshot now from a healthy member (the leader preferred) to this machine.
+
+    Written to a .part file, fsynced, integrity-checked, then renamed. Prints revision,
+    key count, size and sha256.
+    """
+    if typer_ctx.invoked_subcommand is not None:
+        return
+    from orchestrator.workflows.backup import run_backup, show_backup
+
+    def action(ctx: RunContext) -> int:
+        show_backup(ctx, run_backup(ctx, out_dir=out_dir, keep=keep), as_json=as_json)
+        return 0
+
+    _run(inventory, verbose, log_format, action)
+
+
+@backup_app.command("schedule")
+def backup_schedule(
+    inventory: Path | None = INVENTORY_OPT,
+    every: str = typer.Option("30m", "--every", help="Interval, e.g. 30m, 1h, 6h, 1d."),
+    keep: int = typer.Option(10, "--keep", min=1, help="Snapshots kept on each host."),
+    off: bool = typer.Option(False, "--off", help="Remove the scheduled backups."),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Install a systemd timer on every member that snapshots it into /var/backups/etcd."""
+    from orchestrator.workflows.backup import run_schedule
+
+    def action(ctx: RunContext) -> int:
+        run_schedule(ctx, every=every, keep=keep, off=off)
+        return 0
+
+    _run(inventory, verbose, log_format, action)
+
+
+@backup_app.command("list")
+def backup_list(
+    inventory: Path | None = INVENTORY_OPT,
+    out_dir: Path | None = OUT_DIR_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """List local and on-host backups, newest first."""
+    from orchestrator.workflows.backup import run_list
+
+    def action(ctx: RunContext) -> int:
+        run_list(ctx, out_dir=out_dir, as_json=as_json)
+        return 0
+
+    _run(inventory, verbose, log_format, action)
+
+
+BUMP_OPT = typer.Option(
+    None, "--bump-revision", min=1, help="Raise the revision by N (for Kubernetes watchers)."
+)
+COMPACTED_OPT = typer.Option(
+    False, "--mark-compacted", help="Mark old revisions compacted (use with --bump-revision)."
+)
+
+
+@app.command()
+def restore(
+    snapshot: Path = typer.Argument(..., help="Snapshot file (from `etcd-deploy backup`)."),
+    inventory: Path | None = INVENTORY_OPT,
+    yes: bool = typer.Option(False, "--yes", help="Do it; without it, print the steps only."),
+    bump_revision: int | None = BUMP_OPT,
+    mark_compacted: bool = COMPACTED_OPT,
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Disaster recovery: rebuild every inventory host's member from one snapshot.
+
+    The file is verified before anything stops; each old data dir is moved aside, never
+    deleted. Works on fresh hosts and on clusters that lost quorum.
+    """
+    from orchestrator.workflows.restore import run_restore
+
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_restore(
+            ctx, snapshot, yes=yes, bump_revision=bump_revision, mark_compacted=mark_compacted
+        ),
     )
 
 

@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterable
 
 from orchestrator.inventory import Inventory
 from orchestrator.lock import LOCK_PATH
-from orchestrator.plan import UNIT_PATH, DesiredFile, desired_dirs
+from orchestrator.plan import (
+    BACKUP_TIMER_PATH,
+    BACKUP_UNIT_PATH,
+    HOST_BACKUP_DIR,
+    UNIT_PATH,
+    DesiredFile,
+    desired_dirs,
+)
 from orchestrator.release import Release
 from orchestrator.transport import HostConnection
 
@@ -86,11 +93,11 @@ def teardown_script(inv: Inventory, *, wipe_data: bool) -> str:
     c = inv.cluster
     binaries = " ".join(
         f"{q(c.install_dir)}/{b} {q(c.install_dir)}/{b}.prev"
-        for b in ("etcd", "etcdctl", "etcdutl", "etcdctl.sh")
+        for b in ("etcd", "etcdctl", "etcdutl", "etcdctl.sh", "etcd-backup.sh")
     )
     lines = [
-        "systemctl disable --now etcd.service >/dev/null 2>&1 || true",
-        f"rm -f {UNIT_PATH}",
+        "systemctl disable --now etcd.service etcd-backup.timer >/dev/null 2>&1 || true",
+        f"rm -f {UNIT_PATH} {BACKUP_UNIT_PATH} {BACKUP_TIMER_PATH}",
         "systemctl daemon-reload",
         "systemctl reset-failed etcd.service >/dev/null 2>&1 || true",
         f"rm -rf {q(c.config_dir)}",
@@ -99,7 +106,7 @@ def teardown_script(inv: Inventory, *, wipe_data: bool) -> str:
     ]
     if wipe_data:
         lines += [
-            f"rm -rf {q(c.data_dir)}",
+            f"rm -rf {q(c.data_dir)} {HOST_BACKUP_DIR}",
             "userdel etcd >/dev/null 2>&1 || true",
             "groupdel etcd >/dev/null 2>&1 || true",
         ]

@@ -19,6 +19,9 @@ from orchestrator.render import (
 )
 
 UNIT_PATH = "/etc/systemd/system/etcd.service"
+BACKUP_UNIT_PATH = "/etc/systemd/system/etcd-backup.service"
+BACKUP_TIMER_PATH = "/etc/systemd/system/etcd-backup.timer"
+HOST_BACKUP_DIR = "/var/backups/etcd"
 CERT_KINDS = ("server", "peer", "etcdctl-etcd-client", "apiserver-etcd-client")
 
 

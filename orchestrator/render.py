@@ -424,3 +424,171 @@ def render_unit(inv: Inventory) -> str:
         "WantedBy=multi-user.target",
     ]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Scheduled backups on the hosts: a script, a oneshot service and its timer. The timer starts
+# the service of the same name (e.g. etcd-backup.timer -> etcd-backup.service).
+
+_EVERY_RE = re.compile(r"([0-9]+)(s|m|min|h|d)")
+# Under PrivateTmp= a backup there would land in a private folder deleted after each run;
+# the others are virtual or lost at reboot.
+_VOLATILE_DIRS = ("/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys")
+_HOME_DIRS = ("/home", "/root", "/run/user")
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _backup_folder(inv: Inventory, folder: str) -> str:
+    """The backup folder as an absolute safe path, outside the etcd data dir."""
+    path = _safe_path("--folder", folder)
+    if path == "/":
+        raise UsageError("--folder: backups need a folder of their own, not /")
+    data_dir = _safe_path("cluster.data_dir", inv.cluster.data_dir)
+    if _under(path, data_dir) or _under(data_dir, path):
+        raise UsageError(
+            f"--folder {path}: must be outside the etcd data dir {data_dir} (and not contain it)"
+        )
+    return path
+
+
+def render_backup_script(inv: Inventory, host: Host, *, keep: int, folder: str) -> str:
+    """The backup script on `host`: one snapshot of its local member, then pruning.
+
+    POSIX sh using coreutils only. Snapshots go through `{install_dir}/etcdctl.sh` (which
+    sets the endpoint and client certs) into `{folder}/{cluster}-{host}-<UTC time>.db` via a
+    `.part` file; then all but the newest `keep` files of that host are deleted (the names
+    sort by time). Prints the new file's path; etcdctl's own output goes to stderr.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise UsageError(f"--keep: expected a whole number of at least 1, got {keep!r}")
+    path = _backup_folder(inv, folder)
+    install_dir = _safe_path("cluster.install_dir", inv.cluster.install_dir)
+    # Cluster names are [a-z0-9-], host names [A-Za-z0-9._-]: nothing sh would expand.
+    prefix = posixpath.join(path, f"{inv.cluster.name}-{host.name}-")
+    stamp = "[0-9]" * 8 + "T" + "[0-9]" * 6 + ".*Z.db"
+    lines = [
+        "#!/bin/sh",
+        _header(inv),
+        f"# Snapshot of etcd member {host.name} into {path}, keeping the newest {keep}.",
+        "# Prints the new file's path; etcdctl's own output goes to stderr.",
+        "set -eu",
+        "umask 077",
+        "export LC_ALL=C",
+        f"dir={path}",
+        f"keep={keep}",
+        "# Unquoted on purpose below: the path has no blanks, the rest is a glob.",
+        f"pattern={prefix}{stamp}",
+        'mkdir -p "$dir"',
+        'chmod 0700 "$dir"',
+        "# etcdctl writes NAME.part.part and renames it NAME.part, which we rename NAME.",
+        "rm -f $pattern.part $pattern.part.part  # left by a killed run",
+        f'f="{prefix}$(date -u +%Y%m%dT%H%M%S.%NZ).db"',
+        'trap \'rm -f "$f.part" "$f.part.part"\' EXIT',
+        "trap 'exit 1' HUP INT TERM",
+        f'{posixpath.join(install_dir, "etcdctl.sh")} snapshot save "$f.part" >&2',
+        'if [ ! -s "$f.part" ]; then',
+        '\techo "etcd-backup: etcdctl wrote no snapshot to $f.part" >&2',
+        "\texit 1",
+        "fi",
+        'mv "$f.part" "$f"',
+        "set -- $pattern  # oldest first",
+        '[ -e "$1" ] || set --',
+        'while [ "$#" -gt "$keep" ]; do',
+        '\trm -f -- "$1"',
+        "\tshift",
+        "done",
+        'echo "$f"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_backup_service(inv: Inventory, script_path: str, folder: str) -> str:
+    """The oneshot service running the backup script as root.
+
+    Root because the etcdctl client key is readable by etcd only (0600 in a 0700 folder):
+    root keeps CAP_DAC_READ_SEARCH/CAP_DAC_OVERRIDE for it and nothing else. The folder is
+    created (unsandboxed, `+`) before the start: ReadWritePaths= needs it to exist. A
+    folder in /tmp, /var/tmp, /run... is refused: PrivateTmp= or a reboot would lose it.
+    """
+    c = inv.cluster
+    script = _safe_path("backup script path", script_path)
+    path = _backup_folder(inv, folder)
+    for volatile in _VOLATILE_DIRS:
+        if _under(path, volatile):
+            raise UsageError(f"--folder {path}: backups under {volatile} would be lost")
+    home = "read-only" if any(_under(path, h) for h in _HOME_DIRS) else "yes"
+    lines = [
+        _header(inv),
+        "[Unit]",
+        f"Description=etcd snapshot backup (cluster {c.name})",
+        "Documentation=https://etcd.io/docs/",
+        "After=etcd.service",
+        # The folder must exist before the mount namespace is set up (ReadWritePaths):
+        # `backup schedule` creates it; systemd cannot, even from a `+` ExecStartPre.
+        f"ConditionPathIsDirectory={path}",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"ExecStart={script}",
+        "TimeoutStartSec=1h",
+        "Nice=10",
+        "IOSchedulingClass=idle",
+        "# Hardening",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={path}",
+        "PrivateTmp=yes",
+        f"ProtectHome={home}",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictSUIDSGID=yes",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "LockPersonality=yes",
+        "MemoryDenyWriteExecute=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "SystemCallArchitectures=native",
+        "CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH",
+        "UMask=0077",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_backup_timer(inv: Inventory, every: str) -> str:
+    """The timer starting the backup service 1 min after activation, then every `every`.
+
+    `every` is a systemd time span: a whole number and one of s, m, min, h, d ("30m", "6h").
+    Monotonic timers only, so Persistent= does not apply.
+    """
+    m = _EVERY_RE.fullmatch(every) if isinstance(every, str) else None
+    if m is None or int(m.group(1)) == 0:
+        raise UsageError(
+            f"--every: expected a time span like 30m, 1h or 6h (a whole number above 0 and "
+            f"one of s, m, min, h, d), got {every!r}"
+        )
+    return (
+        "\n".join(
+            [
+                _header(inv),
+                "[Unit]",
+                f"Description=etcd snapshot backup every {every} (cluster {inv.cluster.name})",
+                "",
+                "[Timer]",
+                "OnActiveSec=1min",
+                f"OnUnitActiveSec={every}",
+                "RandomizedDelaySec=30s",
+                "",
+                "[Install]",
+                "WantedBy=timers.target",
+            ]
+        )
+        + "\n"
+    )

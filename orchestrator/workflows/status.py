@@ -11,6 +11,7 @@ from orchestrator.cluster import ClusterView, observe
 from orchestrator.context import RunContext
 from orchestrator.etcd_api import EtcdApiError
 from orchestrator.pki import cert_info
+from orchestrator.workflows.backup import host_backups, schedule_installed
 
 
 @dataclass
@@ -27,6 +28,7 @@ class MemberRow:
     health: str
     alarms: str
     cert_days_left: float | None
+    last_backup: str | None = None  # newest scheduled backup on the host (UTC), if scheduled
 
 
 def _cert_days(ctx: RunContext, host_name: str) -> float | None:
@@ -58,6 +60,12 @@ def collect(ctx: RunContext) -> tuple[list[MemberRow], bool, str]:
                 rows.append(
                     _row(view, member, member.name or "?", ",".join(member.peer_urls), None)
                 )
+    if schedule_installed(ctx):
+        newest: dict[str, str] = {}
+        for backup in host_backups(ctx)[0]:  # newest first
+            newest.setdefault(backup.where, backup.taken_at.strftime("%Y-%m-%d %H:%M:%S"))
+        for row in rows:
+            row.last_backup = newest.get(row.name, "none")
     if view is None:
         return rows, False, f"no member answers ({reason})"
     healthy = view.healthy and all(r.role != "not a member" for r in rows)
@@ -162,6 +170,10 @@ def show(ctx: RunContext, *, as_json: bool) -> bool:
         ]
         for r in rows
     ]
+    if any(r.last_backup is not None for r in rows):
+        columns.append("LAST BACKUP (UTC)")
+        for line, r in zip(table, rows, strict=True):
+            line.append(r.last_backup or "")
     styles = [None if r.health == "healthy" else "red" for r in rows]
     ctx.ui.table(
         f"cluster {ctx.inv.cluster.name}: {'healthy' if healthy else 'DEGRADED'}",

@@ -78,31 +78,44 @@ class Writer:
         if self._thread:
             self._thread.join(timeout=30)
 
-    def verify(self, endpoints: list[str] | None = None) -> LoadReport:
+    def verify(self, endpoint: str) -> LoadReport:
         """Read every acknowledged key back from the cluster (linearizable range)."""
-        prefix_end = self.prefix[:-1] + chr(ord(self.prefix[-1]) + 1)
-        found: dict[str, str] = {}
-        with self._client() as client:
-            for endpoint in endpoints or self.endpoints:
-                try:
-                    response = client.post(
-                        f"{endpoint}/v3/kv/range",
-                        json={"key": _b64(self.prefix), "range_end": _b64(prefix_end)},
-                        timeout=30,
-                    )
-                    data = response.json()
-                except (httpx.HTTPError, ValueError):
-                    continue
-                for kv in data.get("kvs", []):
-                    found[base64.b64decode(kv["key"]).decode()] = base64.b64decode(
-                        kv.get("value", "")
-                    ).decode()
-                break
-            else:
-                raise AssertionError("no endpoint answered the verification read")
+        found = read_prefix(endpoint, self.pki_dir, self.prefix)
         lost = [
             f"{self.prefix}{seq:08d}"
             for seq in self.acked
             if found.get(f"{self.prefix}{seq:08d}") != f"v{seq}"
         ]
         return LoadReport(len(self.acked), lost, round(self.longest_stall, 2))
+
+
+def client_for(pki_dir: Path, timeout: float = 5.0) -> httpx.Client:
+    """An httpx client with the control machine's etcd client cert."""
+    context = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
+    context.load_cert_chain(
+        str(pki_dir / "etcd-deploy-client.crt"), str(pki_dir / "etcd-deploy-client.key")
+    )
+    return httpx.Client(verify=context, timeout=timeout)
+
+
+def put_keys(endpoint: str, pki_dir: Path, count: int, prefix: str = "/keys/") -> None:
+    with client_for(pki_dir) as client:
+        for i in range(count):
+            response = client.post(
+                f"{endpoint}/v3/kv/put",
+                json={"key": _b64(f"{prefix}{i:05d}"), "value": _b64(f"value-{i}")},
+            )
+            response.raise_for_status()
+
+
+def read_prefix(endpoint: str, pki_dir: Path, prefix: str) -> dict[str, str]:
+    prefix_end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    with client_for(pki_dir, timeout=30) as client:
+        response = client.post(
+            f"{endpoint}/v3/kv/range", json={"key": _b64(prefix), "range_end": _b64(prefix_end)}
+        )
+        response.raise_for_status()
+        return {
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+            for kv in response.json().get("kvs", [])
+        }

@@ -54,7 +54,7 @@ def test_grow_1_3_5_then_shrink_to_3_removing_the_leader_under_load(make_cli) ->
     assert len(_hosts_in_inventory(cli)) == 3
     text = cli.inventory.read_text()
     assert "# our hosts, grown with add-node" in text and "[ssh]  # how we reach them" in text
-    report = writer.verify([f"https://{HOSTS[n]}:2379" for n in _members(cli)])
+    report = writer.verify(f"https://{HOSTS[next(iter(_members(cli)))]}:2379")
     assert report.acknowledged > 50 and report.lost == [], report
     print(f"\nadd/remove under load: {report}")
 

@@ -1,0 +1,201 @@
+"""`restore SNAPSHOT --yes` and `up --from-snapshot`: a new cluster from one snapshot file.
+
+Phases: [verify] the file (before anything stops) -> [facts] and locks -> [certs] ->
+[install HOST] -> [stop] -> [restore HOST] (old data dir moved aside, never deleted) ->
+[start] all members -> [done] with key count and revision.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+from pathlib import Path
+
+from orchestrator.snapshot import verify_integrity
+
+from orchestrator.cluster import wait_healthy
+from orchestrator.context import RunContext
+from orchestrator.errors import SafetyRefusal
+from orchestrator.inventory import Host
+from orchestrator.lock import new_owner
+from orchestrator.operations import apply_files
+from orchestrator.plan import plan_host
+from orchestrator.render import render_etcd_env
+from orchestrator.transport import HostConnection
+from orchestrator.versions import parse_version
+from orchestrator.workflows.backup import status_of_snapshot
+from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
+from orchestrator.workflows.phases import (
+    START_TIMEOUT,
+    Observed,
+    desired_for,
+    env_file,
+    install_hosts,
+    issue_certs,
+)
+
+q = shlex.quote
+
+
+def restore_command(
+    ctx: RunContext,
+    host: Host,
+    snapshot: str,
+    token: str,
+    bump_revision: int | None,
+    mark_compacted: bool,
+) -> str:
+    """etcd's own restore for one member (etcdutl from 3.5, etcdctl on 3.4)."""
+    inv = ctx.inv
+    c = inv.cluster
+    tool = (
+        f"{q(c.install_dir)}/etcdutl"
+        if parse_version(c.etcd_version) >= parse_version("3.5.0")
+        else f"ETCDCTL_API=3 {q(c.install_dir)}/etcdctl"
+    )
+    args = [
+        "snapshot",
+        "restore",
+        snapshot,
+        "--name",
+        host.name,
+        "--data-dir",
+        c.data_dir,
+        "--initial-cluster",
+        inv.initial_cluster(),
+        "--initial-cluster-token",
+        token,
+        "--initial-advertise-peer-urls",
+        inv.peer_url(host),
+    ]
+    if bump_revision:
+        args += ["--bump-revision", str(bump_revision)]
+    if mark_compacted:
+        args.append("--mark-compacted")
+    return f"{tool} " + " ".join(q(a) for a in args)
+
+
+def restore_script(
+    ctx: RunContext,
+    host: Host,
+    token: str,
+    aside: str,
+    bump_revision: int | None,
+    mark_compacted: bool,
+) -> str:
+    """Stop etcd, move the data dir aside, restore from the snapshot on stdin, own it."""
+    data = q(ctx.inv.cluster.data_dir)
+    snap = f"/var/tmp/etcd-deploy-restore-{token}.db"
+    return "\n".join(
+        [
+            "set -e",
+            "umask 077",
+            f"trap 'rm -f {snap}' EXIT",
+            f"cat > {snap}",
+            "systemctl stop etcd.service 2>/dev/null || true",
+            f'if [ -d {data} ] && [ -n "$(ls -A {data})" ]; then mv {data} {q(aside)}; fi',
+            f"rm -rf {data}",  # empty (or just moved aside): etcd's restore wants none
+            restore_command(ctx, host, snap, token, bump_revision, mark_compacted),
+            f"chown -R etcd:etcd {data}",
+            f"chmod 0700 {data}",
+        ]
+    )
+
+
+def run_restore(
+    ctx: RunContext,
+    snapshot: Path,
+    *,
+    yes: bool,
+    bump_revision: int | None = None,
+    mark_compacted: bool = False,
+    fresh_only: bool = False,
+) -> int:
+    """Restore every inventory host from `snapshot`. `fresh_only` is `up --from-snapshot`:
+    refused when any host holds data or runs etcd."""
+    inv = ctx.inv
+    if not snapshot.is_file():
+        raise SafetyRefusal(f"{snapshot}: no such snapshot file; nothing was changed")
+    sha256 = verify_integrity(snapshot)
+    status = status_of_snapshot(ctx, snapshot)
+    about = (
+        f"revision {status.revision}, {status.total_keys} keys" if status else "integrity hash ok"
+    )
+    ctx.ui.info("verify", f"{snapshot.name}: sha256 {sha256}, {about}")
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    aside = f"{inv.cluster.data_dir}.before-restore-{stamp}"
+    if not yes and not fresh_only:
+        ctx.ui.print("restore would, on every host (nothing was changed; add --yes to do it):")
+        for host in inv.hosts:
+            ctx.ui.print(
+                f"  {host.name}: stop etcd; move {inv.cluster.data_dir} aside to {aside}; "
+                f"restore member {host.name} from {snapshot.name}; start etcd"
+            )
+        return 0
+    owner = new_owner("restore")
+    names = [h.name for h in inv.hosts]
+    facts = gather_facts(ctx, owner, {h: [] for h in names}, names)
+    try:
+        if fresh_only:
+            busy = [n for n, f in facts.items() if f.has_data or f.running]
+            if busy:
+                raise SafetyRefusal(
+                    f"--from-snapshot makes a brand-new cluster, but {', '.join(busy)} already "
+                    f"hold etcd data or run etcd; to replace that data: etcd-deploy restore "
+                    f"{snapshot} --yes"
+                )
+        token = f"{inv.cluster.name}-{secrets.token_hex(6)}"
+        obs = Observed(facts, None, token, issue_certs(ctx))
+        paths = {n: desired_for(ctx, inv.host(n), obs, env="") for n in names}
+        facts = gather_facts(ctx, owner, paths, names)  # again, now with file hashes
+        obs.facts = facts
+        plans = {
+            n: plan_host(
+                inv,
+                inv.host(n),
+                paths[n],
+                facts[n],
+                version=inv.cluster.etcd_version,
+                member=False,
+                bootstrap=True,
+            )
+            for n in names
+        }
+        install_hosts(ctx, obs, plans)
+        data = snapshot.read_bytes()
+
+        def restore_one(conn: HostConnection) -> None:
+            host = inv.host(conn.name)
+            conn.run(
+                restore_script(ctx, host, token, aside, bump_revision, mark_compacted), stdin=data
+            )
+            env = render_etcd_env(
+                inv,
+                host,
+                initial_cluster=[(h.name, inv.peer_url(h)) for h in inv.hosts],
+                initial_state="new",
+                token=token,
+                version=inv.cluster.etcd_version,
+            )
+            apply_files(conn, [env_file(ctx, host, obs, env)], daemon_reload=False)
+            ctx.ui.info(f"restore {conn.name}", f"member restored (old data, if any: {aside})")
+
+        raise_for_failures(ctx, "restore", ctx.pool.map(restore_one, names))
+
+        def start(conn: HostConnection) -> None:
+            conn.run(
+                "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
+            )
+
+        raise_for_failures(ctx, "start", ctx.pool.map(start, names))
+        wait_healthy(ctx.client(), timeout=START_TIMEOUT)
+    finally:
+        release_locks(ctx, owner, names)
+    keys, revision = ctx.client().count_keys(inv.client_url(inv.hosts[0]))
+    ctx.ui.info(
+        "done",
+        f"cluster {inv.cluster.name} restored from {snapshot.name}: {len(names)} members "
+        f"healthy, {keys} keys, revision {revision}",
+    )
+    return 0
