@@ -12,8 +12,6 @@ import shlex
 import time
 from pathlib import Path
 
-from orchestrator.snapshot import verify_integrity
-
 from orchestrator.cluster import wait_healthy
 from orchestrator.context import RunContext
 from orchestrator.errors import SafetyRefusal
@@ -22,6 +20,7 @@ from orchestrator.lock import new_owner
 from orchestrator.operations import apply_files
 from orchestrator.plan import plan_host
 from orchestrator.render import render_etcd_env
+from orchestrator.snapshot import verify_integrity
 from orchestrator.transport import HostConnection
 from orchestrator.versions import parse_version
 from orchestrator.workflows.backup import status_of_snapshot
@@ -103,6 +102,18 @@ def restore_script(
     )
 
 
+def _check_restore_flags(ctx: RunContext, name: str) -> None:
+    """Older etcdutl lacks --bump-revision/--mark-compacted: find out before anything stops."""
+    tool = restore_command(ctx, ctx.inv.host(name), "x", "x", None, False).split(" snapshot ")[0]
+    help_text = ctx.conn(name).run(f"{tool} snapshot restore --help 2>&1", check=False).stdout
+    if "--bump-revision" not in help_text or "--mark-compacted" not in help_text:
+        raise SafetyRefusal(
+            f"etcd {ctx.inv.cluster.etcd_version}'s restore tool has no --bump-revision/"
+            "--mark-compacted; restore without them, or with a newer etcd_version; "
+            "nothing was stopped"
+        )
+
+
 def run_restore(
     ctx: RunContext,
     snapshot: Path,
@@ -163,6 +174,8 @@ def run_restore(
             for n in names
         }
         install_hosts(ctx, obs, plans)
+        if bump_revision or mark_compacted:
+            _check_restore_flags(ctx, names[0])
         data = snapshot.read_bytes()
 
         def restore_one(conn: HostConnection) -> None:
