@@ -416,6 +416,83 @@ def restore(
     )
 
 
+DRY_RUN_OPT = typer.Option(False, "--dry-run", help="Print the order and steps; change nothing.")
+
+
+@app.command()
+def upgrade(
+    version: str = typer.Argument(..., help="Target etcd version, e.g. 3.5.17."),
+    inventory: Path | None = INVENTORY_OPT,
+    yes: bool = typer.Option(False, "--yes", help="Do it; without it, print the steps only."),
+    allow_known_bad: bool = typer.Option(
+        False, "--allow-known-bad", help="Allow versions with known data bugs (3.5.0-3.5.2)."
+    ),
+    dry_run: bool = DRY_RUN_OPT,
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Rolling upgrade to VERSION, one member at a time, leader last.
+
+    Checks the version path first (patch upgrades free; minor versions one at a time; no
+    downgrades), takes a backup, and rolls a member that does not come back to its old
+    binaries. Updates etcd_version in the inventory at the end.
+    """
+    from orchestrator.workflows.upgrade import run_upgrade
+
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_upgrade(
+            ctx, version, yes=yes, allow_known_bad=allow_known_bad, dry_run=dry_run
+        ),
+    )
+
+
+@app.command()
+def defrag(
+    inventory: Path | None = INVENTORY_OPT,
+    threshold: float = typer.Option(
+        0.0,
+        "--threshold",
+        min=0,
+        max=100,
+        help="Skip members with less than PCT percent free space inside their DB.",
+    ),
+    dry_run: bool = DRY_RUN_OPT,
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Defragment every member, one at a time, leader last; disarm NOSPACE afterwards."""
+    from orchestrator.workflows.maintenance import run_defrag
+
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_defrag(ctx, threshold=threshold, dry_run=dry_run),
+    )
+
+
+@app.command()
+def restart(
+    hosts: list[str] = typer.Argument(None, help="Hosts to restart [default: all]."),
+    inventory: Path | None = INVENTORY_OPT,
+    dry_run: bool = DRY_RUN_OPT,
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Rolling restart of etcd: one member at a time, healthy before the next, leader last."""
+    from orchestrator.workflows.maintenance import run_restart
+
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_restart(ctx, hosts or [], dry_run=dry_run),
+    )
+
+
 def main() -> None:
     app(prog_name="etcd-deploy")
 

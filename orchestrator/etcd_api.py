@@ -195,6 +195,17 @@ class EtcdClient:
         data = self._any("/v3/maintenance/alarm", {"action": "GET"}, endpoints)
         return [(int(a.get("memberID", 0)), a.get("alarm", "NONE")) for a in data.get("alarms", [])]
 
+    def defragment(self, endpoint: str, timeout: float = 600) -> None:
+        """Defragment one member (it blocks reads and writes on that member meanwhile)."""
+        self._post(endpoint, "/v3/maintenance/defragment", timeout=timeout)
+
+    def disarm(self, member_id: int, alarm: str, endpoints: list[str] | None = None) -> None:
+        self._any(
+            "/v3/maintenance/alarm",
+            {"action": "DEACTIVATE", "memberID": str(member_id), "alarm": alarm},
+            endpoints,
+        )
+
     def move_leader(self, leader_endpoint: str, target_id: int) -> None:
         self._post(
             leader_endpoint,

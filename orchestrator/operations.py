@@ -120,8 +120,10 @@ def journal_tail(conn: HostConnection, lines: int = 20) -> str:
     return result.stdout.strip()
 
 
-def apply_files(conn: HostConnection, files: list[DesiredFile], *, daemon_reload: bool) -> None:
-    conn.run(write_files_script(daemon_reload), stdin=files_tar(files))
+def apply_files(conn: HostConnection, files: list[DesiredFile]) -> None:
+    """Write `files` in one command; systemd reloads its units when one of them changed."""
+    reload = any(f.path.startswith("/etc/systemd/system/") for f in files)
+    conn.run(write_files_script(reload), stdin=files_tar(files))
 
 
 def install_binaries(

@@ -78,8 +78,17 @@ class HostPlan:
         )
 
     @property
-    def daemon_reload(self) -> bool:
-        return any(c.file.kind == "unit" for c in self.files)
+    def deferred(self) -> list[FileChange]:
+        """Changes written at this host's turn rather than in the parallel install: a
+        joiner's env (it needs the member list of its join), and a running member's env
+        and unit (written just before its rolling restart, rolled back if etcd fails)."""
+        if self.membership in ("bootstrap", "join"):
+            kinds = {"env"}
+        elif self.restart_reasons:
+            kinds = {"env", "unit"}
+        else:
+            kinds = set()
+        return [c for c in self.files if c.file.kind in kinds]
 
 
 def desired_dirs(inv: Inventory) -> dict[str, tuple[int, str, str]]:
@@ -93,6 +102,13 @@ def desired_dirs(inv: Inventory) -> dict[str, tuple[int, str, str]]:
     }
 
 
+def env_file(inv: Inventory, env: str) -> DesiredFile:
+    """{config_dir}/etcd.env: readable by etcd, not by everyone (it names every cert path)."""
+    return DesiredFile(
+        f"{inv.cluster.config_dir}/etcd.env", env.encode(), 0o640, "root", "etcd", "env"
+    )
+
+
 def desired_files(
     inv: Inventory, host: Host, *, env: str, ca_pem: bytes, certs: Mapping[str, tuple[bytes, bytes]]
 ) -> list[DesiredFile]:
@@ -100,9 +116,7 @@ def desired_files(
     paths = pki_paths(inv)
     files = [
         DesiredFile(UNIT_PATH, render_unit(inv).encode(), 0o644, "root", "root", "unit"),
-        DesiredFile(
-            f"{inv.cluster.config_dir}/etcd.env", env.encode(), 0o640, "root", "etcd", "env"
-        ),
+        env_file(inv, env),
         DesiredFile(
             f"{inv.cluster.config_dir}/etcdctl.env",
             render_etcdctl_env(inv, host).encode(),

@@ -15,7 +15,6 @@ from orchestrator.cluster import observe
 from orchestrator.context import RunContext
 from orchestrator.errors import ClusterUnhealthy, EtcdDeployError
 from orchestrator.local_tools import local_snapshot_status, snapshot_tool
-from orchestrator.lock import new_owner
 from orchestrator.operations import apply_files
 from orchestrator.plan import BACKUP_TIMER_PATH, BACKUP_UNIT_PATH, HOST_BACKUP_DIR, DesiredFile
 from orchestrator.release import ARCH_BY_UNAME, fetch_release
@@ -28,7 +27,7 @@ from orchestrator.snapshot import (
     verify_integrity,
 )
 from orchestrator.transport import HostConnection
-from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
+from orchestrator.workflows.hosts import locked_hosts, raise_for_failures
 
 SCHEDULE_FILE = "backup-schedule.json"
 
@@ -179,29 +178,25 @@ def run_schedule(ctx: RunContext, *, every: str, keep: int, off: bool) -> None:
     names = [h.name for h in ctx.inv.hosts]
     if not off:
         render_backup_timer(ctx.inv, every)  # validates --every before any host is touched
-    owner = new_owner("backup schedule")
-    locked = list(gather_facts(ctx, owner, {}, names))
-    try:
 
-        def one(conn: HostConnection) -> None:
-            if off:
-                conn.run(schedule_off_script(ctx))
-                ctx.ui.info(f"schedule {conn.name}", "backup timer removed")
-                return
-            conn.run(f"install -d -m 0700 -o root -g root {shlex.quote(HOST_BACKUP_DIR)}")
-            apply_files(conn, _schedule_files(ctx, conn.name, every, keep), daemon_reload=True)
-            conn.run(
-                "systemctl enable --quiet --now etcd-backup.timer && "
-                "systemctl restart etcd-backup.timer"
-            )
-            ctx.ui.info(
-                f"schedule {conn.name}",
-                f"snapshot every {every} into {HOST_BACKUP_DIR}, keeping the last {keep}",
-            )
+    def one(conn: HostConnection) -> None:
+        if off:
+            conn.run(schedule_off_script(ctx))
+            ctx.ui.info(f"schedule {conn.name}", "backup timer removed")
+            return
+        conn.run(f"install -d -m 0700 -o root -g root {shlex.quote(HOST_BACKUP_DIR)}")
+        apply_files(conn, _schedule_files(ctx, conn.name, every, keep))
+        conn.run(
+            "systemctl enable --quiet --now etcd-backup.timer && "
+            "systemctl restart etcd-backup.timer"
+        )
+        ctx.ui.info(
+            f"schedule {conn.name}",
+            f"snapshot every {every} into {HOST_BACKUP_DIR}, keeping the last {keep}",
+        )
 
+    with locked_hosts(ctx, "backup schedule", names):
         raise_for_failures(ctx, "schedule", ctx.pool.map(one, names))
-    finally:
-        release_locks(ctx, owner, locked)
     record = ctx.inv.cluster.state_dir / SCHEDULE_FILE
     if off:
         record.unlink(missing_ok=True)

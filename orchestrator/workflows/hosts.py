@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from orchestrator.context import RunContext
 from orchestrator.errors import EtcdDeployError, PhaseFailure, SafetyRefusal, TransportError
@@ -10,6 +11,7 @@ from orchestrator.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
 from orchestrator.lock import (
     LOCK_PATH,
     LockOwner,
+    new_owner,
     parse_owner,
     release_script,
     stale_reason,
@@ -102,3 +104,16 @@ def release_locks(ctx: RunContext, owner: LockOwner, names: Iterable[str]) -> No
     for name, result in ctx.pool.map(one, names).items():
         if not result.ok:
             ctx.ui.warn(f"lock {name}", f"could not release the run lock: {result.error}")
+
+
+@contextmanager
+def locked_hosts(
+    ctx: RunContext, command: str, names: Iterable[str], *, tolerate_unreachable: bool = False
+) -> Iterator[dict[str, HostFacts]]:
+    """Hold the run lock on `names` (their facts are yielded) for the `with` block."""
+    owner = new_owner(command)
+    facts = gather_facts(ctx, owner, {}, names, tolerate_unreachable=tolerate_unreachable)
+    try:
+        yield facts
+    finally:
+        release_locks(ctx, owner, facts)

@@ -16,7 +16,7 @@ from orchestrator.operations import apply_files, install_binaries, journal_tail,
 from orchestrator.pki import IssuedCert
 from orchestrator.plan import DesiredFile, HostPlan, desired_files
 from orchestrator.release import Release, arch_for, fetch_release
-from orchestrator.render import pki_paths
+from orchestrator.render import pki_paths, render_etcd_env
 from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import raise_for_failures
 
@@ -111,13 +111,9 @@ def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) ->
         if plan.install:
             install_binaries(conn, inv, releases[arch_for(obs.facts[conn.name].arch)])
             ctx.ui.info(phase, f"installed {plan.install}")
-        files = [
-            c.file
-            for c in plan.files
-            if not (c.file.kind == "env" and plan.membership in ("bootstrap", "join"))
-        ]
+        files = [c.file for c in plan.files if c not in plan.deferred]
         if files:
-            apply_files(conn, files, daemon_reload=plan.daemon_reload)
+            apply_files(conn, files)
             ctx.ui.info(
                 phase, f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files}))
             )
@@ -126,33 +122,44 @@ def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) ->
     raise_for_failures(ctx, "install", results)
 
 
+def _unit_state(conn: HostConnection) -> dict[str, str]:
+    out = conn.run(
+        "systemctl show -p ActiveState -p SubState -p InvocationID etcd.service",
+        check=False,
+        quiet=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = False) -> None:
-    """Start (or restart) etcd without blocking on systemd, then wait for it to answer."""
+    """Start (or restart) etcd without blocking on systemd, then wait until the new process
+    is up (systemd says active: etcd notified ready) and answers on its client URL.
+
+    A process that exits (failed, or waiting to be restarted by systemd) fails the phase
+    at once with the member's last journal lines.
+    """
     conn = ctx.conn(host)
     verb = "restart" if restart else "start"
-    conn.run(f"systemctl enable --quiet etcd.service && systemctl {verb} --no-block etcd.service")
+    before = conn.run(
+        "systemctl show -p InvocationID --value etcd.service; "
+        f"systemctl enable --quiet etcd.service && systemctl {verb} --no-block etcd.service"
+    ).stdout.strip()
     endpoint = ctx.inv.client_url(host)
     deadline = time.monotonic() + START_TIMEOUT
-    next_check = time.monotonic() + 2
-    if restart:
-        time.sleep(0.3)  # let the old process stop answering
     while True:
-        try:
-            ctx.client().status(endpoint, timeout=2)
-            state = conn.run("systemctl is-active etcd.service", check=False, quiet=True).stdout
-            if state.strip() == "active":
+        state = _unit_state(conn)
+        if state.get("ActiveState") == "failed" or state.get("SubState") == "auto-restart":
+            raise PhaseFailure(
+                phase, None, "etcd failed to start; last journal lines:\n" + journal_tail(conn)
+            )
+        new_process = not restart or state.get("InvocationID", "") not in ("", before)
+        if new_process and state.get("ActiveState") == "active":
+            try:
+                ctx.client().status(endpoint, timeout=2)
                 return
-        except EtcdApiError:
-            pass
-        now = time.monotonic()
-        if now >= next_check:
-            state = conn.run("systemctl is-active etcd.service", check=False, quiet=True).stdout
-            if state.strip() == "failed":
-                raise PhaseFailure(
-                    phase, None, "etcd failed to start; last journal lines:\n" + journal_tail(conn)
-                )
-            next_check = now + 2
-        if now > deadline:
+            except EtcdApiError:
+                pass
+        if time.monotonic() > deadline:
             raise PhaseFailure(
                 phase,
                 None,
@@ -162,5 +169,38 @@ def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = F
         time.sleep(0.2)
 
 
-def env_file(ctx: RunContext, host: Host, obs: Observed, env: str) -> DesiredFile:
-    return next(f for f in desired_for(ctx, host, obs, env) if f.kind == "env")
+def member_env(
+    ctx: RunContext,
+    host: Host,
+    obs: Observed,
+    *,
+    state: str,
+    members: list[Member] | None = None,
+    version: str | None = None,
+) -> str:
+    """etcd.env for `host`: a new cluster of itself (or of every host, for a parallel
+    bootstrap), or the current members plus itself. `version`: the etcd version the flags
+    are rendered for (default: the inventory's)."""
+    inv = ctx.inv
+    if state == "new":
+        # One member first (learner mode), or every host at once (bootstrap = "parallel").
+        founders = inv.hosts if inv.cluster.bootstrap == "parallel" else (host,)
+        initial = [(h.name, inv.peer_url(h)) for h in founders]
+    else:
+        own = inv.peer_url(host)
+        # A member added but not started yet has no name: name it from the inventory.
+        by_url = {inv.peer_url(h): h.name for h in inv.hosts}
+        initial = [
+            (m.name or by_url.get(m.peer_urls[0]) or f"member-{m.id:x}", m.peer_urls[0])
+            for m in (members or [])
+        ]
+        if not any(url == own for _, url in initial):
+            initial.append((host.name, own))
+    return render_etcd_env(
+        inv,
+        host,
+        initial_cluster=initial,
+        initial_state=state,
+        token=obs.token,
+        version=version or inv.cluster.etcd_version,
+    )

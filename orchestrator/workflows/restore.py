@@ -18,7 +18,7 @@ from orchestrator.errors import SafetyRefusal
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
 from orchestrator.operations import apply_files
-from orchestrator.plan import plan_host
+from orchestrator.plan import env_file, plan_host
 from orchestrator.render import render_etcd_env
 from orchestrator.snapshot import verify_integrity
 from orchestrator.transport import HostConnection
@@ -29,7 +29,6 @@ from orchestrator.workflows.phases import (
     START_TIMEOUT,
     Observed,
     desired_for,
-    env_file,
     install_hosts,
     issue_certs,
 )
@@ -191,7 +190,7 @@ def run_restore(
                 token=token,
                 version=inv.cluster.etcd_version,
             )
-            apply_files(conn, [env_file(ctx, host, obs, env)], daemon_reload=False)
+            apply_files(conn, [env_file(ctx.inv, env)])
             ctx.ui.info(f"restore {conn.name}", f"member restored (old data, if any: {aside})")
 
         raise_for_failures(ctx, "restore", ctx.pool.map(restore_one, names))

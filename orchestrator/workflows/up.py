@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 
 from orchestrator.cluster import ClusterView, observe, wait_healthy
 from orchestrator.context import RunContext
@@ -17,11 +18,12 @@ from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
-from orchestrator.membership import add_learner, hand_over_leadership, promote, remove
+from orchestrator.membership import add_learner, promote, remove
 from orchestrator.operations import apply_files
-from orchestrator.plan import HostPlan, plan_host
+from orchestrator.plan import HostPlan, env_file, plan_host
 from orchestrator.quorum import check_add, check_remove
-from orchestrator.render import pki_paths, render_etcd_env
+from orchestrator.render import pki_paths
+from orchestrator.rolling import roll
 from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
 from orchestrator.workflows.phases import (
@@ -29,40 +31,11 @@ from orchestrator.workflows.phases import (
     Observed,
     check_ca,
     desired_for,
-    env_file,
     install_hosts,
     issue_certs,
+    member_env,
     start_and_wait,
 )
-
-
-def _env_for(
-    ctx: RunContext, host: Host, obs: Observed, *, state: str, members: list[Member] | None = None
-) -> str:
-    """etcd.env for `host`: a new cluster of itself, or the current members plus itself."""
-    inv = ctx.inv
-    if state == "new":
-        # One member first (learner mode), or every host at once (bootstrap = "parallel").
-        founders = inv.hosts if inv.cluster.bootstrap == "parallel" else (host,)
-        initial = [(h.name, inv.peer_url(h)) for h in founders]
-    else:
-        own = inv.peer_url(host)
-        # A member added but not started yet has no name: name it from the inventory.
-        by_url = {inv.peer_url(h): h.name for h in inv.hosts}
-        initial = [
-            (m.name or by_url.get(m.peer_urls[0]) or f"member-{m.id:x}", m.peer_urls[0])
-            for m in (members or [])
-        ]
-        if not any(url == own for _, url in initial):
-            initial.append((host.name, own))
-    return render_etcd_env(
-        inv,
-        host,
-        initial_cluster=initial,
-        initial_state=state,
-        token=obs.token,
-        version=inv.cluster.etcd_version,
-    )
 
 
 def _token_from(facts: dict[str, HostFacts], env_path: str) -> str | None:
@@ -126,7 +99,7 @@ def plan_all(ctx: RunContext, obs: Observed) -> dict[str, HostPlan]:
         bootstrap = fresh and (i == 0 or ctx.inv.cluster.bootstrap == "parallel")
         if obs.view is None and obs.facts[host.name].has_data:
             is_member = True  # a stopped cluster: its members start again
-        env = _env_for(ctx, host, obs, state="new" if bootstrap else "existing", members=members)
+        env = member_env(ctx, host, obs, state="new" if bootstrap else "existing", members=members)
         plans[host.name] = plan_host(
             ctx.inv,
             host,
@@ -196,6 +169,18 @@ def run_up(
         stale = _safety(ctx, obs, scope, force=force)
         _report_foreign_members(ctx, obs)
         plans = {n: p for n, p in plan_all(ctx, obs).items() if n in scope}
+        upgrades = [n for n, p in plans.items() if p.install and obs.facts[n].running]
+        if upgrades:
+            installed = sorted({str(obs.facts[n].etcd_version) for n in upgrades})
+            message = (
+                f"etcd on {', '.join(upgrades)} runs {', '.join(installed)} and the inventory "
+                f"asks for {inv.cluster.etcd_version}: `up` never changes the version of running "
+                f"members; use etcd-deploy upgrade {inv.cluster.etcd_version} (it checks the "
+                "version path, takes a backup and rolls back a member that fails)"
+            )
+            if not dry_run:
+                raise SafetyRefusal(message + "; nothing was changed")
+            ui.warn("plan", message)
         if dry_run:
             print_plan(ctx, plans)
             pending = any(p.changes for p in plans.values()) or bool(stale)
@@ -235,8 +220,8 @@ def _bootstrap(ctx: RunContext, founders: list[Host], obs: Observed) -> None:
 
     def one(conn: HostConnection) -> None:
         host = ctx.inv.host(conn.name)
-        env = _env_for(ctx, host, obs, state="new")
-        apply_files(conn, [env_file(ctx, host, obs, env)], daemon_reload=False)
+        env = member_env(ctx, host, obs, state="new")
+        apply_files(conn, [env_file(ctx.inv, env)])
         if len(founders) == 1:
             start_and_wait(ctx, host, f"bootstrap {host.name}")
         else:  # members of a static initial cluster wait for each other: start all, then gate
@@ -274,8 +259,8 @@ def _join(ctx: RunContext, host: Host, obs: Observed) -> None:
         member = add_learner(client, peer_url)
         ctx.ui.info(phase, f"added as learner {member.id:x}")
     members = client.members()
-    env = _env_for(ctx, host, obs, state="existing", members=members)
-    apply_files(ctx.conn(host), [env_file(ctx, host, obs, env)], daemon_reload=False)
+    env = member_env(ctx, host, obs, state="existing", members=members)
+    apply_files(ctx.conn(host), [env_file(ctx.inv, env)])
     start_and_wait(ctx, host, phase)
     if member.is_learner:
         try:
@@ -349,26 +334,47 @@ def _move_data_aside(ctx: RunContext, host: Host) -> None:
 
 
 def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:
-    """Restart members whose unit, env or binary changed: one at a time, leader last."""
+    """Members whose unit or env changed get the new files and a restart through the rolling
+    engine (one at a time, leader last); a member that fails to start gets its old files
+    back and the run stops with its journal lines."""
     for name, plan in plans.items():
         if plan.enable:
             ctx.conn(name).run("systemctl enable --quiet etcd.service")
     todo = [ctx.inv.host(n) for n, p in plans.items() if p.restart_reasons]
     if not todo:
         return
-    view = wait_healthy(ctx.client(), timeout=60)
-    leader = view.leader_id
-    todo.sort(key=lambda h: (obs.member_of(ctx, h) or Member(0, "", (), (), False)).id == leader)
-    for host in todo:
+
+    def restart(host: Host, _member: Member) -> None:
+        plan = plans[host.name]
         phase = f"restart {host.name}"
-        view = wait_healthy(ctx.client(), timeout=60)
-        member = view.by_peer_url(ctx.inv.peer_url(host))
-        if member is not None and member.id == view.leader_id and len(view.voters) > 1:
-            hand_over_leadership(ctx.client(), view, member, ctx.ui.log)
-        ctx.ui.info(phase, "restarting etcd (" + "; ".join(plans[host.name].restart_reasons) + ")")
-        start_and_wait(ctx, host, phase, restart=True)
-        wait_healthy(ctx.client(), timeout=60)
-        ctx.ui.info(phase, "healthy again")
+        conn = ctx.conn(host)
+        changes = plan.deferred
+        apply_files(conn, [c.file for c in changes])
+        try:
+            start_and_wait(ctx, host, phase, restart=True)
+        except PhaseFailure as exc:
+            texts = obs.facts[host.name].texts
+            old = [
+                replace(c.file, content=texts[c.file.path].encode())
+                for c in changes
+                if c.file.path in texts
+            ]
+            apply_files(conn, old)
+            try:
+                start_and_wait(ctx, host, phase, restart=True)
+                outcome = "its previous unit and env were put back and it runs again"
+            except PhaseFailure:
+                outcome = "putting its previous unit and env back did not bring it up either"
+            raise PhaseFailure(phase, None, f"{exc}\n{host.name}: {outcome}") from None
+
+    reasons = {n: "; ".join(p.restart_reasons) for n, p in plans.items() if p.restart_reasons}
+    roll(
+        ctx,
+        todo,
+        restart,
+        phase="restart",
+        describe="restarting etcd (" + "; ".join(sorted(set(reasons.values()))) + ")",
+    )
 
 
 def _print_apiserver_flags(ctx: RunContext) -> None:

@@ -129,7 +129,7 @@ def test_bare_host(inv: Inventory, bootstrap: bool, membership: str) -> None:
     assert plan.membership == membership
     assert plan.restart_reasons == []  # nothing runs yet
     assert plan.enable is False  # starting the new member enables it
-    assert plan.daemon_reload
+    assert any(c.file.kind == "unit" for c in plan.files)
     assert plan.noops == []
 
 
@@ -157,7 +157,7 @@ def test_up_to_date_running_member_has_nothing_to_do(inv: Inventory) -> None:
             "etcd running, no restart needed",
         ],
     )
-    assert not plan.daemon_reload
+    assert not any(c.file.kind == "unit" for c in plan.files)
 
 
 def test_initial_lines_alone_never_rewrite_a_running_members_env(inv: Inventory) -> None:
@@ -204,7 +204,7 @@ def test_env_flag_change_shows_a_diff_and_restarts(tmp_path: Path) -> None:
         "+ETCD_HEARTBEAT_INTERVAL=200\n"
     )
     assert plan.restart_reasons == ["changed: env"]
-    assert not plan.daemon_reload
+    assert not any(c.file.kind == "unit" for c in plan.files)
     assert plan.membership == ""
 
 
@@ -230,7 +230,7 @@ def test_new_certs_on_a_running_member_need_no_restart(inv: Inventory) -> None:
     assert {c.reason for c in plan.files} == {"content differs"}
     assert plan.restart_reasons == []  # etcd reloads its certs on each handshake
     assert "etcd running, no restart needed" in plan.noops
-    assert not plan.daemon_reload
+    assert not any(c.file.kind == "unit" for c in plan.files)
     assert plan.changes
 
 
@@ -304,7 +304,7 @@ def test_unit_and_env_change_with_new_binary_lists_every_restart_reason(tmp_path
     plan = plan_for(new_inv, wanted_files(new_inv), facts)
     assert {c.file.kind for c in plan.files} == {"unit", "env"}
     assert plan.restart_reasons == ["changed: env, unit", "new binary"]
-    assert plan.daemon_reload
+    assert any(c.file.kind == "unit" for c in plan.files)
 
 
 @pytest.mark.parametrize("active_state", ["inactive", "failed", ""])
@@ -380,7 +380,7 @@ def test_daemon_reload_only_when_the_unit_changes(
     change(inv, files, facts)
     plan = plan_for(inv, files, facts)
     assert plan.files
-    assert plan.daemon_reload is reload
+    assert any(c.file.kind == "unit" for c in plan.files) is reload
     if restart is not None:
         assert plan.restart_reasons == restart
 

@@ -1,0 +1,75 @@
+"""`restart` and `defrag`: rolling maintenance through the rolling engine."""
+
+from __future__ import annotations
+
+from orchestrator.cluster import observe
+from orchestrator.context import RunContext
+from orchestrator.etcd_api import Member
+from orchestrator.inventory import Host
+from orchestrator.rolling import roll
+from orchestrator.workflows.hosts import locked_hosts
+from orchestrator.workflows.phases import start_and_wait
+
+
+def _hosts(ctx: RunContext, names: list[str]) -> list[Host]:
+    return [ctx.inv.host(n) for n in names] if names else list(ctx.inv.hosts)
+
+
+def run_restart(ctx: RunContext, names: list[str], *, dry_run: bool) -> int:
+    """Restart etcd on `names` (default all), one member at a time, leader last."""
+    hosts = _hosts(ctx, names)
+    with locked_hosts(ctx, "restart", [] if dry_run else [h.name for h in hosts]):
+        roll(
+            ctx,
+            hosts,
+            lambda host, _m: start_and_wait(ctx, host, f"restart {host.name}", restart=True),
+            phase="restart",
+            describe="restarting etcd",
+            dry_run=dry_run,
+        )
+    return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def run_defrag(ctx: RunContext, *, threshold: float, dry_run: bool) -> int:
+    """Defragment each member whose DB has at least `threshold` percent free space inside,
+    one at a time, leader last; then disarm a NOSPACE alarm."""
+    client = ctx.client()
+
+    def defrag(host: Host, member: Member) -> None:
+        phase = f"defrag {host.name}"
+        endpoint = member.client_urls[0]
+        before = client.status(endpoint)
+        free = 100.0 * (before.db_size - before.db_size_in_use) / max(before.db_size, 1)
+        if free < threshold:
+            ctx.ui.info(
+                phase,
+                f"skipped: {free:.0f}% free inside the DB ({_mib(before.db_size)}), "
+                f"below the {threshold:g}% threshold",
+            )
+            return
+        client.defragment(endpoint)
+        after = client.status(endpoint)
+        ctx.ui.info(phase, f"DB {_mib(before.db_size)} -> {_mib(after.db_size)}")
+
+    names = [] if dry_run else [h.name for h in ctx.inv.hosts]
+    with locked_hosts(ctx, "defrag", names, tolerate_unreachable=True):
+        roll(
+            ctx,
+            list(ctx.inv.hosts),
+            defrag,
+            phase="defrag",
+            describe=f"defragment if at least {threshold:g}% of its DB is free",
+            dry_run=dry_run,
+        )
+    if dry_run:
+        return 0
+    view = observe(client)
+    for member_id, alarm in view.alarms:
+        if alarm == "NOSPACE":
+            client.disarm(member_id, alarm)
+            ctx.ui.info("defrag", f"NOSPACE alarm of member {member_id:x} disarmed")
+    return 0

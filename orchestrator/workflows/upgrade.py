@@ -1,0 +1,134 @@
+"""`upgrade VERSION`: check the version path, take a backup, then per member through the
+rolling engine: push the verified release, swap the binaries (the old ones kept), render the
+flags the new version understands, restart, wait healthy and caught up. A member that does
+not come back gets its old binaries and env again and the run stops with its journal.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from orchestrator.cluster import observe
+from orchestrator.context import RunContext
+from orchestrator.errors import ClusterUnhealthy, PhaseFailure
+from orchestrator.etcd_api import Member
+from orchestrator.inventory import Host, set_cluster_key_in_file
+from orchestrator.operations import apply_files, install_binaries, journal_tail
+from orchestrator.plan import env_file
+from orchestrator.release import Release, arch_for, fetch_release
+from orchestrator.rolling import roll
+from orchestrator.versions import check_upgrade_path
+from orchestrator.workflows.backup import run_backup
+from orchestrator.workflows.hosts import locked_hosts
+from orchestrator.workflows.phases import Observed, member_env, start_and_wait
+
+q = shlex.quote
+
+
+def rollback_script(install_dir: str) -> str:
+    """Put the `.prev` binaries back; a binary the old release did not have is removed."""
+    d = q(install_dir)
+    return "\n".join(
+        [
+            "set -e",
+            "for b in etcd etcdctl etcdutl; do",
+            f'  if [ -f {d}/"$b".prev ]; then mv -f {d}/"$b".prev {d}/"$b";',
+            f'  elif [ "$b" = etcdutl ]; then rm -f {d}/"$b"; fi',
+            "done",
+        ]
+    )
+
+
+def run_upgrade(
+    ctx: RunContext, target: str, *, yes: bool, allow_known_bad: bool, dry_run: bool
+) -> int:
+    inv = ctx.inv
+    client = ctx.client()
+    view = observe(client)
+    if not view.healthy:
+        raise ClusterUnhealthy(
+            "upgrade needs a healthy cluster first: " + "; ".join(view.problems())
+        )
+    current = [s.version for s in view.statuses.values()]
+    path = check_upgrade_path(current, target, allow_known_bad)
+    for warning in path.warnings:
+        ctx.ui.warn("upgrade", warning)
+    if path.kind == "none":
+        ctx.ui.info("upgrade", f"every member already runs etcd {target}")
+        if inv.cluster.etcd_version != target:
+            set_cluster_key_in_file(inv.path, "etcd_version", target)
+            ctx.ui.info("inventory", f"etcd_version set to {target} in {inv.path}")
+        return 0
+    ctx.ui.info("upgrade", f"{', '.join(sorted(set(current)))} -> {target}: {path.detail}")
+    if dry_run or not yes:
+        roll(
+            ctx,
+            list(inv.hosts),
+            lambda h, m: None,
+            phase="upgrade",
+            describe=f"install etcd {target} and restart",
+            dry_run=True,
+        )
+        if not yes and not dry_run:
+            ctx.ui.print("nothing was changed; add --yes to upgrade")
+        return 0
+    names = [h.name for h in inv.hosts]
+    with locked_hosts(ctx, "upgrade", names) as facts:
+        releases: dict[str, Release] = {}
+        for arch in sorted({arch_for(f.arch) for f in facts.values()}):
+            releases[arch] = fetch_release(
+                inv.cluster.release_url, target, arch, log=lambda m: ctx.ui.info("release", m)
+            )
+            ctx.ui.info("release", f"etcd {target} linux-{arch} verified")
+        backup = run_backup(ctx, out_dir=None, keep=None)
+        ctx.ui.info("upgrade", f"backup taken first: {backup.file}")
+        token = _token(ctx, names[0])
+        obs = Observed(facts, view, token)
+
+        def upgrade_member(host: Host, member: Member) -> None:
+            phase = f"upgrade {host.name}"
+            conn = ctx.conn(host)
+            env_path = f"{inv.cluster.config_dir}/etcd.env"
+            old_env = conn.run(f"cat {q(env_path)}", quiet=True).stdout
+            install_binaries(conn, inv, releases[arch_for(facts[host.name].arch)])
+            members = client.members()
+            new_env = member_env(ctx, host, obs, state="existing", members=members, version=target)
+            apply_files(conn, [env_file(inv, new_env)])
+            try:
+                start_and_wait(ctx, host, phase, restart=True)
+            except PhaseFailure as exc:
+                journal = journal_tail(conn)
+                conn.run(rollback_script(inv.cluster.install_dir))
+                apply_files(conn, [env_file(inv, old_env)])
+                start_and_wait(ctx, host, phase, restart=True)
+                raise PhaseFailure(
+                    phase,
+                    None,
+                    f"etcd {target} did not come up on {host.name}; its previous binaries and "
+                    f"env are back and it runs again.\n{exc}\nlast journal lines of the failed "
+                    f"start:\n{journal}",
+                ) from None
+
+        roll(
+            ctx,
+            list(inv.hosts),
+            upgrade_member,
+            phase="upgrade",
+            describe=f"installing etcd {target} and restarting",
+        )
+    set_cluster_key_in_file(inv.path, "etcd_version", target)
+    ctx.reload()
+    versions = sorted({s.version for s in observe(ctx.client()).statuses.values()})
+    ctx.ui.info(
+        "done",
+        f"every member runs etcd {', '.join(versions)}; etcd_version = {target} in {inv.path}",
+    )
+    return 0
+
+
+def _token(ctx: RunContext, name: str) -> str:
+    env_path = f"{ctx.inv.cluster.config_dir}/etcd.env"
+    for line in ctx.conn(name).run(f"cat {q(env_path)}", quiet=True).stdout.splitlines():
+        if line.startswith("ETCD_INITIAL_CLUSTER_TOKEN="):
+            return line.split("=", 1)[1].strip()
+    return ctx.inv.cluster.name
