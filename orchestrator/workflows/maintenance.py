@@ -7,6 +7,7 @@ from orchestrator.context import RunContext
 from orchestrator.etcd_api import Member
 from orchestrator.inventory import Host
 from orchestrator.rolling import roll
+from orchestrator.ui import human_size
 from orchestrator.workflows.hosts import locked_hosts
 from orchestrator.workflows.phases import start_and_wait
 
@@ -24,14 +25,10 @@ def run_restart(ctx: RunContext, names: list[str], *, dry_run: bool) -> int:
             hosts,
             lambda host, _m: start_and_wait(ctx, host, f"restart {host.name}", restart=True),
             phase="restart",
-            describe="restarting etcd",
+            describe="restart etcd",
             dry_run=dry_run,
         )
     return 0
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
 
 
 def run_defrag(ctx: RunContext, *, threshold: float, dry_run: bool) -> int:
@@ -47,13 +44,13 @@ def run_defrag(ctx: RunContext, *, threshold: float, dry_run: bool) -> int:
         if free < threshold:
             ctx.ui.info(
                 phase,
-                f"skipped: {free:.0f}% free inside the DB ({_mib(before.db_size)}), "
+                f"skipped: {free:.0f}% free inside the DB ({human_size(before.db_size)}), "
                 f"below the {threshold:g}% threshold",
             )
             return
         client.defragment(endpoint)
         after = client.status(endpoint)
-        ctx.ui.info(phase, f"DB {_mib(before.db_size)} -> {_mib(after.db_size)}")
+        ctx.ui.info(phase, f"DB {human_size(before.db_size)} -> {human_size(after.db_size)}")
 
     names = [] if dry_run else [h.name for h in ctx.inv.hosts]
     with locked_hosts(ctx, "defrag", names, tolerate_unreachable=True):

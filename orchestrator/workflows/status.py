@@ -11,6 +11,7 @@ from orchestrator.cluster import ClusterView, observe
 from orchestrator.context import RunContext
 from orchestrator.etcd_api import EtcdApiError
 from orchestrator.pki import cert_info
+from orchestrator.ui import human_size
 from orchestrator.workflows.backup import host_backups, schedule_installed
 
 
@@ -119,14 +120,6 @@ def _row(
     return row
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n:.1f} TiB"
-
-
 def show(ctx: RunContext, *, as_json: bool) -> bool:
     rows, healthy, summary = collect(ctx)
     if as_json:
@@ -160,8 +153,8 @@ def show(ctx: RunContext, *, as_json: bool) -> bool:
             r.id,
             r.role,
             r.version,
-            _size(r.db_size) if r.version else "",
-            _size(r.db_in_use) if r.version else "",
+            human_size(r.db_size) if r.version else "",
+            human_size(r.db_in_use) if r.version else "",
             str(r.raft_term or ""),
             str(r.raft_index or ""),
             r.health,

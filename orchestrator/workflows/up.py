@@ -373,7 +373,7 @@ def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan])
         todo,
         restart,
         phase="restart",
-        describe="restarting etcd (" + "; ".join(sorted(set(reasons.values()))) + ")",
+        describe="restart etcd (" + "; ".join(sorted(set(reasons.values()))) + ")",
     )
 
 

@@ -114,7 +114,7 @@ def run_upgrade(
             list(inv.hosts),
             upgrade_member,
             phase="upgrade",
-            describe=f"installing etcd {target} and restarting",
+            describe=f"install etcd {target} and restart",
         )
     set_cluster_key_in_file(inv.path, "etcd_version", target)
     ctx.reload()

@@ -119,3 +119,38 @@ def read_prefix(endpoint: str, pki_dir: Path, prefix: str) -> dict[str, str]:
             base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
             for kv in response.json().get("kvs", [])
         }
+
+
+@dataclass
+class DownSampler:
+    """Samples, every 50 ms, how many of `endpoints` do not answer a status call."""
+
+    endpoints: list[str]
+    pki_dir: Path
+    most_down: int = 0
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        with client_for(self.pki_dir, timeout=0.5) as client:
+            while not self._stop.is_set():
+                down = 0
+                for endpoint in self.endpoints:
+                    try:
+                        client.post(f"{endpoint}/v3/maintenance/status", json={}).raise_for_status()
+                    except httpx.HTTPError:
+                        down += 1
+                self.most_down = max(self.most_down, down)
+                self.samples += 1
+                time.sleep(0.05)
+
+    def __enter__(self) -> DownSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)

@@ -9,7 +9,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Cli, unit_started_at
+from tests.e2e.load import DownSampler
 from tests.lab.driver import HOSTS, Lab
 
 THREE = ["etcd1", "etcd2", "etcd3"]
@@ -90,39 +90,14 @@ def test_changed_flag_restarts_members_one_at_a_time_leader_last(make_cli, lab: 
     assert plan.returncode == 10
     assert "+ETCD_HEARTBEAT_INTERVAL=150" in plan.stdout
 
-    pki = _pki(cli)
-    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    context.load_cert_chain(
-        str(pki / "etcd-deploy-client.crt"), str(pki / "etcd-deploy-client.key")
-    )
-    most_down = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal most_down
-        with httpx.Client(verify=context, timeout=0.5) as client:
-            while not stop.is_set():
-                down = 0
-                for name in THREE:
-                    try:
-                        client.post(f"https://{HOSTS[name]}:2379/v3/maintenance/status", json={})
-                    except httpx.HTTPError:
-                        down += 1
-                most_down = max(most_down, down)
-                time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    endpoints = [f"https://{HOSTS[n]}:2379" for n in THREE]
+    with DownSampler(endpoints, _pki(cli)) as sampler:
         result = cli("up")
-    finally:
-        stop.set()
-        sampler.join()
     assert result.returncode == 0, result.stderr
-    assert most_down <= 1
+    assert sampler.samples > 10 and sampler.most_down <= 1
     after = {name: unit_started_at(lab, name) for name in THREE}
     assert all(after[n] != before[n] for n in THREE), (before, after)
-    restarts = [line for line in result.stderr.splitlines() if "restarting etcd" in line]
+    restarts = [line for line in result.stderr.splitlines() if "] restart etcd (" in line]
     assert len(restarts) == 3 and f"[restart {leader}]" in restarts[-1]
     for name in THREE:
         assert "ETCD_HEARTBEAT_INTERVAL=150" in lab.exec(name, "cat /etc/etcd/etcd.env").stdout

@@ -1,0 +1,122 @@
+"""upgrade, defrag and restart through the rolling engine, on real hosts and real binaries."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from tests.e2e.conftest import Cli, unit_started_at
+from tests.e2e.load import DownSampler, Writer, client_for, put_keys
+from tests.lab.driver import HOSTS, Lab
+from tests.lab.mirror import add_broken_version, default_mirror_dir
+
+THREE = ["etcd1", "etcd2", "etcd3"]
+ENDPOINTS = [f"https://{HOSTS[n]}:2379" for n in THREE]
+
+
+def _pki(cli: Cli) -> Path:
+    return cli.inventory.parent / ".etcd-deploy" / "lab" / "pki"
+
+
+def _leader(cli: Cli) -> str:
+    return next(m["name"] for m in cli.status()["members"] if m["role"] == "leader")
+
+
+def _order(stderr: str, phase: str) -> list[str]:
+    """Hosts in the order the engine acted on them (from `[phase host] <describe>` lines)."""
+    names = []
+    for line in stderr.splitlines():
+        if f"[{phase} " in line and "healthy and caught up" in line:
+            names.append(line.split(f"[{phase} ", 1)[1].split("]", 1)[0])
+    return names
+
+
+def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli) -> None:
+    cli = make_cli(3, version="3.4.23")
+    cli("up", check=True)
+    refused = cli("upgrade", "3.6.0", "--yes")
+    assert refused.returncode == 5 and "minor-one-at-a-time" in refused.stderr
+    writer = Writer(ENDPOINTS, _pki(cli)).start()
+    try:
+        for version in ("3.5.0", "3.5.1"):
+            leader = _leader(cli)
+            with DownSampler(ENDPOINTS, _pki(cli)) as sampler:
+                proc = cli("upgrade", version, "--yes", "--allow-known-bad")
+            assert proc.returncode == 0, proc.stderr
+            assert sampler.most_down <= 1, sampler
+            order = _order(proc.stderr, "upgrade")
+            assert sorted(order) == THREE and order[-1] == leader, order
+            assert "backup taken first" in proc.stderr
+    finally:
+        writer.stop()
+    report = writer.verify(ENDPOINTS[0])
+    print(f"\nupgrade 3.4.23 -> 3.5.0 -> 3.5.1 under load: {report}")
+    assert report.acknowledged > 100 and report.lost == []
+    assert {m["version"] for m in cli.status()["members"]} == {"3.5.1"}
+    assert 'etcd_version = "3.5.1"' in cli.inventory.read_text()
+    assert cli("plan").returncode == 0
+    downgrade = cli("upgrade", "3.5.0", "--yes", "--allow-known-bad")
+    assert downgrade.returncode == 5 and "no-downgrade" in downgrade.stderr
+
+
+def test_upgrade_to_a_binary_that_cannot_start_rolls_back(make_cli, lab: Lab) -> None:
+    add_broken_version(default_mirror_dir(), "3.5.1", "3.5.99")
+    cli = make_cli(3)
+    cli("up", check=True)
+    started = {n: unit_started_at(lab, n) for n in THREE}
+    proc = cli("upgrade", "3.5.99", "--yes")
+    assert proc.returncode == 1, proc.stderr
+    assert "previous binaries and env are back" in proc.stderr
+    assert "last journal lines" in proc.stderr and "untouched:" in proc.stderr
+    status = cli.status()
+    assert status["healthy"] and {m["version"] for m in status["members"]} == {"3.5.1"}
+    touched = [n for n in THREE if unit_started_at(lab, n) != started[n]]
+    assert len(touched) == 1  # the engine stopped at the first member
+    for name in THREE:
+        assert "3.5.1" in lab.exec(name, "/opt/bin/etcd --version").stdout
+    assert 'etcd_version = "3.5.1"' in cli.inventory.read_text()
+
+
+def test_defrag_shrinks_the_db_leader_last(make_cli) -> None:
+    cli = make_cli(3)
+    cli("up", check=True)
+    put_keys(ENDPOINTS[0], _pki(cli), 3000, prefix="/big/")
+    with client_for(_pki(cli)) as client:
+        value = base64.b64encode(b"x" * 4096).decode()
+        for i in range(1500):
+            key = base64.b64encode(f"/blob/{i:05d}".encode()).decode()
+            client.post(f"{ENDPOINTS[0]}/v3/kv/put", json={"key": key, "value": value})
+        rev = client.post(
+            f"{ENDPOINTS[0]}/v3/kv/deleterange",
+            json={
+                "key": base64.b64encode(b"/").decode(),
+                "range_end": base64.b64encode(b"0").decode(),
+            },
+        ).json()["header"]["revision"]
+        client.post(f"{ENDPOINTS[0]}/v3/kv/compaction", json={"revision": rev, "physical": True})
+    before = {m["name"]: m["db_size"] for m in cli.status()["members"]}
+    leader = _leader(cli)
+    proc = cli("defrag", "--threshold", "10")
+    assert proc.returncode == 0, proc.stderr
+    after = {m["name"]: m["db_size"] for m in cli.status()["members"]}
+    assert all(after[n] < before[n] / 2 for n in THREE), (before, after)
+    order = _order(proc.stderr, "defrag")
+    assert sorted(order) == THREE and order[-1] == leader
+    again = cli("defrag", "--threshold", "50")
+    assert again.stderr.count("skipped:") == 3
+
+
+def test_rolling_restart_one_at_a_time_leader_last(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    cli("up", check=True)
+    leader = _leader(cli)
+    started = {n: unit_started_at(lab, n) for n in THREE}
+    dry = cli("restart", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.splitlines()[-1].startswith(f"[restart {leader}]")
+    with DownSampler(ENDPOINTS, _pki(cli)) as sampler:
+        proc = cli("restart")
+    assert proc.returncode == 0, proc.stderr
+    assert sampler.most_down <= 1
+    assert all(unit_started_at(lab, n) != started[n] for n in THREE)
+    assert _order(proc.stderr, "restart")[-1] == leader
+    assert cli.status()["healthy"]
