@@ -39,9 +39,15 @@ class RunContext:
             self.pki.ensure_ca(self.inv.cluster.ca_days)
             cert, key = self.pki.ensure_client_cert(self.inv.cluster.cert_days)
             self._client = EtcdClient(
-                list(self.inv.client_urls()), ca=self.pki.ca_cert_path, cert=cert, key=key
+                list(self.inv.client_urls()), ca=self.pki.trust_path(), cert=cert, key=key
             )
         return self._client
+
+    def reset_client(self) -> None:
+        """Drop the etcd client (after the local CA or client cert changed)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def close(self) -> None:
         if self._client is not None:

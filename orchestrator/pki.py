@@ -484,8 +484,73 @@ class LocalPKI:
         return self._load_ca()[0].public_bytes(serialization.Encoding.PEM)
 
     def ca_days_left(self) -> float:
-        """Days until the CA expires (warn below CA_WARN_DAYS; rotation is manual)."""
+        """Days until the CA expires (warn below CA_WARN_DAYS; `certs rotate-ca` replaces it)."""
         return _info(self._load_ca()[0]).days_left
+
+    # ---------------------------------------------------------------- CA rotation
+    #
+    # 1. begin: a new CA is made as ca-next.*, and ca-bundle.crt = old CA + new CA; the hosts
+    #    get the bundle as their ca.crt (every member trusts both).
+    # 2. switch: ca.* -> ca-previous.*, ca-next.* -> ca.*; leaves are then re-issued from the
+    #    new CA because they are "not signed by current CA".
+    # 3. end: the bundle goes; hosts trust the new CA alone.
+
+    @property
+    def next_ca_cert_path(self) -> Path:
+        return self.pki_dir / "ca-next.crt"
+
+    @property
+    def next_ca_key_path(self) -> Path:
+        return self.pki_dir / "ca-next.key"
+
+    @property
+    def bundle_path(self) -> Path:
+        return self.pki_dir / "ca-bundle.crt"
+
+    @property
+    def rotation_stage(self) -> str:
+        """"" (none), "begun" (new CA made, not yet signing) or "switched" (new CA signs)."""
+        if self.next_ca_cert_path.exists():
+            return "begun"
+        if self.bundle_path.exists():
+            return "switched"
+        return ""
+
+    def trust_path(self) -> Path:
+        """The CA file to trust now: the bundle during a rotation, else the CA."""
+        return self.bundle_path if self.bundle_path.exists() else self.ca_cert_path
+
+    def trust_pem(self) -> bytes:
+        return self.trust_path().read_bytes()
+
+    def begin_ca_rotation(self, days: int) -> bool:
+        """Make the next CA (unless made already) and the old+new bundle. True if made now."""
+        self._load_ca()
+        made = False
+        if not self.next_ca_cert_path.exists():
+            cert, key = _make_ca(self.cluster_name, days)
+            _write_atomic(self.next_ca_key_path, _key_pem(key), 0o600)
+            _write_atomic(
+                self.next_ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644
+            )
+            made = True
+        bundle = self.ca_cert_path.read_bytes() + self.next_ca_cert_path.read_bytes()
+        _write_atomic(self.bundle_path, bundle, 0o644)
+        return made
+
+    def switch_to_next_ca(self) -> None:
+        """The next CA becomes the CA; the old one is kept as ca-previous.*."""
+        if not self.next_ca_cert_path.exists():
+            raise PreflightError(f"no {self.next_ca_cert_path}: begin the CA rotation first")
+        os.replace(self.ca_key_path, self.pki_dir / "ca-previous.key")
+        os.replace(self.ca_cert_path, self.pki_dir / "ca-previous.crt")
+        os.replace(self.next_ca_key_path, self.ca_key_path)
+        os.replace(self.next_ca_cert_path, self.ca_cert_path)
+        _fsync_dir(self.pki_dir)
+        self._ca = None
+
+    def end_ca_rotation(self) -> None:
+        self.bundle_path.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- leaves
 

@@ -22,7 +22,6 @@ UNIT_PATH = "/etc/systemd/system/etcd.service"
 BACKUP_UNIT_PATH = "/etc/systemd/system/etcd-backup.service"
 BACKUP_TIMER_PATH = "/etc/systemd/system/etcd-backup.timer"
 HOST_BACKUP_DIR = "/var/backups/etcd"
-CERT_KINDS = ("server", "peer", "etcdctl-etcd-client", "apiserver-etcd-client")
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,6 @@ def desired_files(
     inv: Inventory, host: Host, *, env: str, ca_pem: bytes, certs: Mapping[str, tuple[bytes, bytes]]
 ) -> list[DesiredFile]:
     """Every file etcd-deploy writes on `host`. `certs`: kind -> (cert PEM, key PEM)."""
-    paths = pki_paths(inv)
     files = [
         DesiredFile(UNIT_PATH, render_unit(inv).encode(), 0o644, "root", "root", "unit"),
         env_file(inv, env),
@@ -133,10 +131,21 @@ def desired_files(
             "root",
             "wrapper",
         ),
-        DesiredFile(paths["ca.crt"], ca_pem, 0o644, "etcd", "etcd", "ca"),
+        ca_file(inv, ca_pem),
     ]
-    for kind in CERT_KINDS:
-        cert, key = certs[kind]
+    return files + cert_files(inv, certs)
+
+
+def ca_file(inv: Inventory, ca_pem: bytes) -> DesiredFile:
+    """The CA (or, during a CA rotation, the old+new bundle) every member trusts."""
+    return DesiredFile(pki_paths(inv)["ca.crt"], ca_pem, 0o644, "etcd", "etcd", "ca")
+
+
+def cert_files(inv: Inventory, certs: Mapping[str, tuple[bytes, bytes]]) -> list[DesiredFile]:
+    """Leaf certs (0644) and their keys (0600), owned by etcd. `certs`: kind -> (cert, key)."""
+    paths = pki_paths(inv)
+    files = []
+    for kind, (cert, key) in certs.items():
         files.append(DesiredFile(paths[f"{kind}.crt"], cert, 0o644, "etcd", "etcd", "cert"))
         files.append(DesiredFile(paths[f"{kind}.key"], key, 0o600, "etcd", "etcd", "key"))
     return files
@@ -209,8 +218,9 @@ def plan_host(
     if not plan.files:
         plan.noops.append(f"all {len(files)} files up to date")
     if running_member:
-        # etcd re-reads its cert files on each TLS handshake: new certs need no restart.
-        restart_kinds = {"unit", "env"}
+        # etcd re-reads its cert files on each TLS handshake: new certs need no restart. It
+        # loads the trusted CA file once, at start: a new CA (bundle) needs one.
+        restart_kinds = {"unit", "env", "ca"}
         changed = sorted(
             {c.file.kind for c in plan.files if c.file.kind in restart_kinds and c.content_changed}
         )

@@ -38,7 +38,7 @@ class Observed:
 
 def desired_for(ctx: RunContext, host: Host, obs: Observed, env: str) -> list[DesiredFile]:
     certs = {k: (c.cert_pem, c.key_pem) for k, c in obs.certs[host.name].items()}
-    return desired_files(ctx.inv, host, env=env, ca_pem=ctx.pki.ca_cert_pem(), certs=certs)
+    return desired_files(ctx.inv, host, env=env, ca_pem=ctx.pki.trust_pem(), certs=certs)
 
 
 def issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
@@ -67,7 +67,7 @@ def issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
 def check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) -> None:
     """A CA made now while hosts hold another one means the state dir was lost."""
     ca_path = pki_paths(ctx.inv)["ca.crt"]
-    digest = hashlib.sha256(ctx.pki.ca_cert_pem()).hexdigest()
+    digest = hashlib.sha256(ctx.pki.trust_pem()).hexdigest()
     foreign = [
         n
         for n, f in facts.items()
