@@ -10,8 +10,8 @@ import pytest
 
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Inventory
+from orchestrator.pki import HOST_CERT_KINDS as CERT_KINDS
 from orchestrator.plan import (
-    CERT_KINDS,
     UNIT_PATH,
     DesiredFile,
     HostPlan,
