@@ -7,7 +7,8 @@ from pathlib import Path
 
 from orchestrator.facts import TEXT_KINDS, HostFacts, RemoteFile
 from orchestrator.inventory import Host, Inventory, parse_inventory
-from orchestrator.plan import CERT_KINDS, DesiredFile, desired_dirs, desired_files
+from orchestrator.pki import HOST_CERT_KINDS as CERT_KINDS
+from orchestrator.plan import DesiredFile, desired_dirs, desired_files
 from orchestrator.render import render_etcd_env
 
 TOKEN = "demo-0123456789ab"
