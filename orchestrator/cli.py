@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 1 a phase failed; 2 usage or inventory error; 3 preflight (local) check
 failed; 4 SSH/transport failure; 5 refused for safety (quorum, data, lock); 6 cluster
-unhealthy or degraded; 10 `plan`/`up --dry-run`: changes pending; 130 interrupted.
+unhealthy or degraded; 7 `certs check`: a cert expires within the window (or has expired,
+or does not match the inventory); 10 `plan`/`up --dry-run`: changes pending; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def root(
     """Deploy and operate production etcd clusters over SSH, agentless.
 
     Exit codes: 0 ok, 1 failed, 2 usage/inventory error, 3 preflight, 4 SSH,
-    5 refused for safety, 6 cluster unhealthy, 10 changes pending (plan).
+    5 refused for safety, 6 cluster unhealthy, 7 certs need renewal (certs check),
+    10 changes pending (plan).
     """
 
 
@@ -491,6 +493,69 @@ def restart(
         log_format,
         lambda ctx: run_restart(ctx, hosts or [], dry_run=dry_run),
     )
+
+
+certs_app = typer.Typer(help="Certificates: check expiry, renew leaves, rotate the CA.")
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("check")
+def certs_check(
+    inventory: Path | None = INVENTORY_OPT,
+    warn_days: float = typer.Option(30, "--warn-days", help="Flag what expires within N days."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Expiry, issuer and SANs of every cert, from the hosts' files and from what each member
+    serves on its client and peer ports. Exits 7 when anything needs renewal (for cron/CI)."""
+    from orchestrator.workflows.certs import run_check
+
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_check(ctx, warn_days=warn_days, as_json=as_json),
+    )
+
+
+@certs_app.command("renew")
+def certs_renew(
+    hosts: list[str] = typer.Argument(None, help="Hosts to renew [default: all]."),
+    inventory: Path | None = INVENTORY_OPT,
+    within: int | None = typer.Option(
+        None, "--within", min=0, help="Only certs expiring within DAYS [default: all certs]."
+    ),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Re-issue leaf certs from the local CA and push them, with no etcd restart.
+
+    Works on a cluster whose certs have already expired: members that are down are started.
+    """
+    from orchestrator.workflows.certs import run_renew
+
+    _run(
+        inventory, verbose, log_format, lambda ctx: run_renew(ctx, within=within, names=hosts or [])
+    )
+
+
+@certs_app.command("rotate-ca")
+def certs_rotate_ca(
+    inventory: Path | None = INVENTORY_OPT,
+    finish: bool = typer.Option(
+        False, "--finish", help="Last step: drop the old CA from every member."
+    ),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Replace the CA without downtime: trust old+new, re-issue every cert, then --finish.
+
+    Between the two runs, give Kubernetes the trust bundle and its new client cert.
+    """
+    from orchestrator.workflows.certs import run_rotate_ca
+
+    _run(inventory, verbose, log_format, lambda ctx: run_rotate_ca(ctx, finish=finish))
 
 
 def main() -> None:

@@ -509,7 +509,7 @@ class LocalPKI:
 
     @property
     def rotation_stage(self) -> str:
-        """"" (none), "begun" (new CA made, not yet signing) or "switched" (new CA signs)."""
+        """ "" (none), "begun" (new CA made, not yet signing) or "switched" (new CA signs)."""
         if self.next_ca_cert_path.exists():
             return "begun"
         if self.bundle_path.exists():

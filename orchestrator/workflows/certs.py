@@ -1,0 +1,311 @@
+"""`certs check`, `certs renew`, `certs rotate-ca`: the certificate lifecycle.
+
+etcd re-reads its cert and key files on every new TLS handshake, so renewed leaves take
+effect with no restart; it loads the trusted CA file once, at start, so a new CA goes out
+as an old+new bundle through the rolling engine first.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import asdict, dataclass
+
+from orchestrator.cluster import wait_healthy
+from orchestrator.context import RunContext
+from orchestrator.errors import PhaseFailure, UsageError
+from orchestrator.etcd_api import Member
+from orchestrator.inventory import Host
+from orchestrator.operations import apply_files
+from orchestrator.pki import HOST_CERT_KINDS, IssuedCert, cert_info, desired_sans
+from orchestrator.plan import ca_file, cert_files
+from orchestrator.render import pki_paths
+from orchestrator.rolling import roll
+from orchestrator.tls_probe import served_certificate
+from orchestrator.transport import HostConnection
+from orchestrator.workflows.hosts import locked_hosts, raise_for_failures
+from orchestrator.workflows.phases import start_and_wait
+
+PROVE_TIMEOUT = 30.0
+# What a status code of `certs check` means: something expires within the window (or has
+# expired, or does not match the inventory).
+EXIT_CERTS_DUE = 7
+
+
+@dataclass
+class CertRow:
+    host: str
+    source: str  # "file", "served client port", "served peer port", "local CA"
+    kind: str
+    expires: str
+    days_left: float | None
+    issuer: str
+    sans_match: str  # "yes", "no: ...", or "-" where SANs do not apply
+    problem: str = ""
+
+
+def _host_cert_texts(ctx: RunContext) -> dict[str, dict[str, str]]:
+    """host -> kind -> PEM text of the cert files on the host (one command per host)."""
+    paths = pki_paths(ctx.inv)
+    wanted = {"ca": paths["ca.crt"]} | {k: paths[f"{k}.crt"] for k in HOST_CERT_KINDS}
+
+    def one(conn: HostConnection) -> dict[str, str]:
+        script = "".join(
+            f"echo '@@ {kind}'; cat {shlex.quote(path)} 2>/dev/null; "
+            for kind, path in wanted.items()
+        )
+        out = conn.run(script, quiet=True).stdout
+        texts: dict[str, str] = {}
+        kind = ""
+        for line in out.splitlines():
+            if line.startswith("@@ "):
+                kind = line[3:]
+                texts[kind] = ""
+            elif kind:
+                texts[kind] += line + "\n"
+        return texts
+
+    results = ctx.pool.map(one, [h.name for h in ctx.inv.hosts])
+    return {
+        n: r.value if r.value is not None else {"error": str(r.error)} for n, r in results.items()
+    }
+
+
+def _row(
+    ctx: RunContext, host: Host | None, source: str, kind: str, pem: str, warn_days: float
+) -> CertRow:
+    info = cert_info(pem.encode())
+    sans = "-"
+    if host is not None and kind in ("server", "peer"):
+        want_dns, want_ips = desired_sans(ctx.inv, host, kind)
+        have = (set(info.dns_sans), set(info.ip_sans))
+        sans = "yes" if have == (set(want_dns), set(want_ips)) else "no: inventory differs"
+    problem = ""
+    if info.days_left < 0:
+        problem = "EXPIRED"
+    elif info.days_left < warn_days:
+        problem = f"expires within {warn_days:g} days"
+    if sans.startswith("no"):
+        problem = (problem + "; " if problem else "") + "SANs differ from the inventory"
+    return CertRow(
+        host=host.name if host else "-",
+        source=source,
+        kind=kind,
+        expires=info.not_after.strftime("%Y-%m-%d %H:%M UTC"),
+        days_left=round(info.days_left, 1),
+        issuer=info.issuer_cn,
+        sans_match=sans,
+        problem=problem,
+    )
+
+
+def collect_cert_rows(ctx: RunContext, warn_days: float) -> list[CertRow]:
+    inv = ctx.inv
+    ctx.pki.ensure_ca(inv.cluster.ca_days)
+    client_cert, client_key = ctx.pki.ensure_client_cert(inv.cluster.cert_days)
+    rows = [_row(ctx, None, "local CA", "ca", ctx.pki.ca_cert_pem().decode(), warn_days)]
+    texts = _host_cert_texts(ctx)
+    for host in inv.hosts:
+        on_host = texts[host.name]
+        if "error" in on_host:
+            rows.append(CertRow(host.name, "file", "-", "", None, "", "-", on_host["error"]))
+        for kind, pem in on_host.items():
+            if kind == "error":
+                continue
+            if not pem.strip():
+                rows.append(CertRow(host.name, "file", kind, "", None, "", "-", "missing"))
+                continue
+            # A CA file may hold a bundle (during a rotation): report its first certificate.
+            rows.append(_row(ctx, host, "file", kind, pem, warn_days))
+        for source, port, kind in (
+            ("served client port", inv.cluster.client_port, "server"),
+            ("served peer port", inv.cluster.peer_port, "peer"),
+        ):
+            try:
+                pem = served_certificate(
+                    host.etcd_address, port, client_cert=client_cert, client_key=client_key
+                ).decode()
+            except OSError as exc:
+                rows.append(CertRow(host.name, source, kind, "", None, "", "-", f"no TLS: {exc}"))
+                continue
+            rows.append(_row(ctx, host, source, kind, pem, warn_days))
+    return rows
+
+
+def run_check(ctx: RunContext, *, warn_days: float, as_json: bool) -> int:
+    rows = collect_cert_rows(ctx, warn_days)
+    due = [r for r in rows if r.problem]
+    if as_json:
+        ctx.ui.print_json(
+            {"warn_days": warn_days, "ok": not due, "certificates": [asdict(r) for r in rows]}
+        )
+    else:
+        ctx.ui.table(
+            f"certificates of cluster {ctx.inv.cluster.name} (warn within {warn_days:g} days)",
+            ["HOST", "SOURCE", "KIND", "EXPIRES", "DAYS LEFT", "ISSUER", "SANS MATCH", "PROBLEM"],
+            [
+                [
+                    r.host,
+                    r.source,
+                    r.kind,
+                    r.expires,
+                    "" if r.days_left is None else f"{r.days_left:g}",
+                    r.issuer,
+                    r.sans_match,
+                    r.problem,
+                ]
+                for r in rows
+            ],
+            [("red" if r.problem else None) for r in rows],
+        )
+        ctx.ui.print(
+            f"{len(due)} problem(s): run etcd-deploy certs renew" if due else "all certificates ok"
+        )
+    return EXIT_CERTS_DUE if due else 0
+
+
+# -- renewal ----------------------------------------------------------------------------------
+
+
+def _push(ctx: RunContext, issued: dict[str, dict[str, IssuedCert]]) -> None:
+    """Send the re-issued certs and keys to their hosts, in parallel, in one command each."""
+
+    def one(conn: HostConnection) -> None:
+        certs = {k: (c.cert_pem, c.key_pem) for k, c in issued[conn.name].items() if c.changed}
+        if certs:
+            apply_files(conn, cert_files(ctx.inv, certs))
+            ctx.ui.info(f"renew {conn.name}", "pushed " + ", ".join(certs))
+
+    raise_for_failures(ctx, "renew", ctx.pool.map(one, list(issued)))
+
+
+def prove_served(ctx: RunContext, host: Host, kinds: dict[str, str]) -> None:
+    """Wait until the member serves, on each port, the cert whose fingerprint is given
+    (etcd reads the new files on the next handshake)."""
+    inv = ctx.inv
+    client_cert, client_key = ctx.pki.client_cert_path, ctx.pki.client_key_path
+    ports = {"server": inv.cluster.client_port, "peer": inv.cluster.peer_port}
+    deadline = time.monotonic() + PROVE_TIMEOUT
+    for kind, fingerprint in kinds.items():
+        while True:
+            try:
+                pem = served_certificate(
+                    host.etcd_address,
+                    ports[kind],
+                    client_cert=client_cert,
+                    client_key=client_key,
+                    timeout=2,
+                )
+                if cert_info(pem).sha256 == fingerprint:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise PhaseFailure(
+                    f"renew {host.name}",
+                    None,
+                    f"still not serving the new {kind} cert after {PROVE_TIMEOUT:.0f} s",
+                )
+            time.sleep(0.3)
+    ctx.ui.info(f"renew {host.name}", "serving the new certs: " + ", ".join(kinds))
+
+
+def run_renew(ctx: RunContext, *, within: int | None, names: list[str]) -> int:
+    """Re-issue leaves (all, or those expiring within `within` days) and push them; start
+    members that are down (expired certs can have broken the cluster), prove what they serve."""
+    inv = ctx.inv
+    hosts = [inv.host(n) for n in names] if names else list(inv.hosts)
+    ctx.pki.ensure_ca(inv.cluster.ca_days)
+    ctx.pki.ensure_client_cert(inv.cluster.cert_days)
+    ctx.reset_client()
+    with locked_hosts(ctx, "certs renew", [h.name for h in hosts]) as facts:
+        issued = {
+            h.name: ctx.pki.ensure_host_certs(
+                inv,
+                h,
+                renew_within_days=within if within is not None else 0,
+                force=within is None,
+            )
+            for h in hosts
+        }
+        if not any(c.changed for certs in issued.values() for c in certs.values()):
+            ctx.ui.info("renew", f"nothing expires within {within} days; nothing to do")
+            return 0
+        _push(ctx, issued)
+        for host in hosts:
+            if facts[host.name].has_data and not facts[host.name].running:
+                ctx.conn(host).run("systemctl start --no-block etcd.service")
+                ctx.ui.info(f"renew {host.name}", "etcd was not running: started")
+        for host in hosts:
+            served = {
+                k: cert_info(c.cert_pem).sha256
+                for k, c in issued[host.name].items()
+                if c.changed and k in ("server", "peer")
+            }
+            if served and facts[host.name].has_data:
+                prove_served(ctx, host, served)
+        wait_healthy(ctx.client(), timeout=120)
+    ctx.ui.info("done", "certificates renewed; no etcd restart was needed")
+    return 0
+
+
+# -- CA rotation --------------------------------------------------------------------------------
+
+
+def _roll_out_trust(ctx: RunContext, what: str) -> None:
+    """Write the current trust file (bundle or CA) as every member's ca.crt and restart each
+    member, one at a time, leader last: etcd reads its trusted CAs at start only."""
+    ca = ca_file(ctx.inv, ctx.pki.trust_pem())
+
+    def restart(host: Host, _member: Member) -> None:
+        apply_files(ctx.conn(host), [ca])
+        start_and_wait(ctx, host, f"rotate-ca {host.name}", restart=True)
+
+    roll(ctx, list(ctx.inv.hosts), restart, phase="rotate-ca", describe=what)
+
+
+def run_rotate_ca(ctx: RunContext, *, finish: bool) -> int:
+    inv = ctx.inv
+    pki = ctx.pki
+    pki.ensure_ca(inv.cluster.ca_days)
+    names = [h.name for h in inv.hosts]
+    with locked_hosts(ctx, "certs rotate-ca", names):
+        wait_healthy(ctx.client(), timeout=60)
+        if finish:
+            if pki.rotation_stage != "switched":
+                raise UsageError("no CA rotation to finish: run etcd-deploy certs rotate-ca first")
+            pki.end_ca_rotation()
+            _roll_out_trust(ctx, "trust only the new CA (restart)")
+            ctx.reset_client()
+            wait_healthy(ctx.client(), timeout=60)
+            ctx.ui.info("done", "the old CA is gone from every member")
+            return 0
+        if pki.rotation_stage == "":
+            pki.begin_ca_rotation(inv.cluster.ca_days)
+            ctx.ui.info("rotate-ca", "new CA made; every member will trust old and new")
+        if pki.rotation_stage == "begun":
+            ctx.reset_client()
+            _roll_out_trust(ctx, "trust old and new CA (restart)")
+            pki.switch_to_next_ca()
+            ctx.ui.info("rotate-ca", "the new CA now signs; re-issuing every certificate")
+        issued = {
+            h.name: pki.ensure_host_certs(inv, h, renew_within_days=inv.cluster.renew_within_days)
+            for h in inv.hosts
+        }
+        _push(ctx, issued)
+        pki.ensure_client_cert(inv.cluster.cert_days)
+        ctx.reset_client()
+        for host in inv.hosts:
+            prove_served(
+                ctx,
+                host,
+                {k: cert_info(issued[host.name][k].cert_pem).sha256 for k in ("server", "peer")},
+            )
+        wait_healthy(ctx.client(), timeout=60)
+    ctx.ui.print(
+        f"Every member now serves certs of the new CA and trusts old and new.\n"
+        f"For Kubernetes: give kube-apiserver the bundle {pki.bundle_path} as --etcd-cafile and "
+        f"its new client cert and key from {pki.pki_dir}/<host>/apiserver-etcd-client.*, now.\n"
+        "Then drop the old CA: etcd-deploy certs rotate-ca --finish"
+    )
+    return 0
