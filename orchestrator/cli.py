@@ -9,6 +9,7 @@ or does not match the inventory); 10 `plan`/`up --dry-run`: changes pending; 130
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import traceback
@@ -103,8 +104,17 @@ def _run(
         code = 1
     finally:
         if ctx is not None:
+            _write_stats(ctx)
             ctx.close()
     raise typer.Exit(code)
+
+
+def _write_stats(ctx: RunContext) -> None:
+    """With $ETCD_DEPLOY_STATS set (benchmarks), write SSH commands and bytes per host there."""
+    path = os.environ.get("ETCD_DEPLOY_STATS")
+    if path:
+        stats = {n: dataclasses.asdict(c.counters) for n, c in ctx.pool.connections.items()}
+        Path(path).write_text(json.dumps(stats))
 
 
 def _version(value: bool) -> None:

@@ -39,10 +39,12 @@ def next_member(view: ClusterView, remaining: list[Member], lag_bound: int = LAG
     """Pure: the member to handle next among `remaining`."""
 
     def rank(m: Member) -> tuple[int, str]:
+        if m.id == view.leader_id and view.is_healthy_member(m.id):
+            return (2, m.name)
         behind = lag(view, m.id)
         if not view.is_healthy_member(m.id) or behind is None or behind > lag_bound:
             return (0, m.name)
-        return (2 if m.id == view.leader_id else 1, m.name)
+        return (1, m.name)
 
     return min(remaining, key=rank)
 

@@ -82,7 +82,12 @@ def gather_facts(
             facts.lock_acquired = True
         return facts
 
-    results = ctx.pool.map(one, names)
+    # The first host's lock is taken alone, before the others: of two runs started together,
+    # the one that gets it gets them all, and the other is refused instead of both.
+    names = list(names)
+    results = ctx.pool.map(one, names[:1])
+    if all(r.ok or isinstance(r.error, TransportError) for r in results.values()):
+        results |= ctx.pool.map(one, names[1:])
     if tolerate_unreachable:
         for name, result in list(results.items()):
             if isinstance(result.error, TransportError):

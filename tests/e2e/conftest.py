@@ -9,9 +9,11 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from tests.e2e.load import LoadReport
 from tests.lab.driver import Lab
 
 
@@ -85,3 +87,28 @@ def unit_started_at(lab: Lab, host: str) -> str:
     return lab.exec(
         host, "systemctl show -p ActiveEnterTimestamp --value etcd.service"
     ).stdout.strip()
+
+
+class LoadTable:
+    """Per operation: writes acknowledged, writes lost, longest stall. Printed at the end."""
+
+    rows: ClassVar[list[tuple[str, int, int, float]]] = []
+
+    def add(self, operation: str, report: LoadReport) -> None:
+        self.rows.append((operation, report.acknowledged, len(report.lost), report.longest_stall))
+
+
+@pytest.fixture(scope="session")
+def load_table() -> LoadTable:
+    return LoadTable()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not LoadTable.rows:
+        return
+    terminalreporter.section("writes under load (a writer ran through each operation)")
+    terminalreporter.write_line(
+        f"{'operation':34} {'acknowledged':>12} {'lost':>5} {'longest stall':>14}"
+    )
+    for operation, acked, lost, stall in LoadTable.rows:
+        terminalreporter.write_line(f"{operation:34} {acked:>12} {lost:>5} {stall:>12.2f} s")

@@ -115,7 +115,7 @@ def test_a_cluster_whose_certs_expired_is_brought_back_by_renew(make_cli, lab: L
     assert _check(cli)[0] == 0
 
 
-def test_rotate_ca_under_load_leaves_no_trace_of_the_old_ca(make_cli, lab: Lab) -> None:
+def test_rotate_ca_under_load_leaves_no_trace_of_the_old_ca(make_cli, lab: Lab, load_table) -> None:
     cli = make_cli(3)
     cli("up", check=True)
     pki = _pki(cli)
@@ -130,7 +130,7 @@ def test_rotate_ca_under_load_leaves_no_trace_of_the_old_ca(make_cli, lab: Lab) 
     finally:
         writer.stop()
     report = writer.verify(ENDPOINTS[0])
-    print(f"\nrotate-ca under load: {report}")
+    load_table.add("certs rotate-ca (+ --finish)", report)
     assert report.acknowledged > 50 and report.lost == []
     new_ca = (pki / "ca.crt").read_bytes()
     assert new_ca != old_ca and (pki / "ca-previous.crt").read_bytes() == old_ca

@@ -24,7 +24,7 @@ def _hosts_in_inventory(cli: Cli) -> list[str]:
     ]
 
 
-def test_grow_1_3_5_then_shrink_to_3_removing_the_leader_under_load(make_cli) -> None:
+def test_grow_1_3_5_then_shrink_to_3_removing_the_leader_under_load(make_cli, load_table) -> None:
     cli = make_cli(1)
     cli.inventory.write_text(
         cli.inventory.read_text()
@@ -55,6 +55,7 @@ def test_grow_1_3_5_then_shrink_to_3_removing_the_leader_under_load(make_cli) ->
     text = cli.inventory.read_text()
     assert "# our hosts, grown with add-node" in text and "[ssh]  # how we reach them" in text
     report = writer.verify(f"https://{HOSTS[next(iter(_members(cli)))]}:2379")
+    load_table.add("add-node x4, remove-node x2", report)
     assert report.acknowledged > 50 and report.lost == [], report
     print(f"\nadd/remove under load: {report}")
 

@@ -31,7 +31,7 @@ def _order(stderr: str, phase: str) -> list[str]:
     return names
 
 
-def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli) -> None:
+def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli, load_table) -> None:
     cli = make_cli(3, version="3.4.23")
     cli("up", check=True)
     refused = cli("upgrade", "3.6.0", "--yes")
@@ -50,7 +50,7 @@ def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli) -> None:
     finally:
         writer.stop()
     report = writer.verify(ENDPOINTS[0])
-    print(f"\nupgrade 3.4.23 -> 3.5.0 -> 3.5.1 under load: {report}")
+    load_table.add("upgrade 3.4.23 -> 3.5.0 -> 3.5.1", report)
     assert report.acknowledged > 100 and report.lost == []
     assert {m["version"] for m in cli.status()["members"]} == {"3.5.1"}
     assert 'etcd_version = "3.5.1"' in cli.inventory.read_text()
