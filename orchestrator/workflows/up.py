@@ -64,11 +64,11 @@ def _safety(
 ) -> list[tuple[Host, Member]]:
     """Refuse data dirs of other clusters; return stale members (peer URL a member, etcd gone)."""
     stale: list[tuple[Host, Member]] = []
+    if obs.view is None:
+        return stale  # no running cluster: nothing to compare the hosts with
     for host in map(ctx.inv.host, scope):
         f = obs.facts[host.name]
         member = obs.member_of(ctx, host)
-        if obs.view is None:
-            continue
         if member is None and f.has_data and not force:
             raise SafetyRefusal(
                 f"{host.name}: {ctx.inv.cluster.data_dir} holds data, but {host.name} is not a "
@@ -169,18 +169,7 @@ def run_up(
         stale = _safety(ctx, obs, scope, force=force)
         _report_foreign_members(ctx, obs)
         plans = {n: p for n, p in plan_all(ctx, obs).items() if n in scope}
-        upgrades = [n for n, p in plans.items() if p.install and obs.facts[n].running]
-        if upgrades:
-            installed = sorted({str(obs.facts[n].etcd_version) for n in upgrades})
-            message = (
-                f"etcd on {', '.join(upgrades)} runs {', '.join(installed)} and the inventory "
-                f"asks for {inv.cluster.etcd_version}: `up` never changes the version of running "
-                f"members; use etcd-deploy upgrade {inv.cluster.etcd_version} (it checks the "
-                "version path, takes a backup and rolls back a member that fails)"
-            )
-            if not dry_run:
-                raise SafetyRefusal(message + "; nothing was changed")
-            ui.warn("plan", message)
+        _refuse_version_changes(ctx, obs, plans, dry_run=dry_run)
         if dry_run:
             print_plan(ctx, plans)
             pending = any(p.changes for p in plans.values()) or bool(stale)
@@ -198,6 +187,26 @@ def run_up(
         return 0
     finally:
         release_locks(ctx, owner, facts)
+
+
+def _refuse_version_changes(
+    ctx: RunContext, obs: Observed, plans: dict[str, HostPlan], *, dry_run: bool
+) -> None:
+    """`up` never swaps the binary under a running member: that is `upgrade`'s job."""
+    upgrades = [n for n, p in plans.items() if p.install and obs.facts[n].running]
+    if not upgrades:
+        return
+    version = ctx.inv.cluster.etcd_version
+    installed = sorted({str(obs.facts[n].etcd_version) for n in upgrades})
+    message = (
+        f"etcd on {', '.join(upgrades)} runs {', '.join(installed)} and the inventory asks for "
+        f"{version}: `up` never changes the version of running members; use etcd-deploy "
+        f"upgrade {version} (it checks the version path, takes a backup and rolls back a "
+        "member that fails)"
+    )
+    if not dry_run:
+        raise SafetyRefusal(message + "; nothing was changed")
+    ctx.ui.warn("plan", message)
 
 
 def _report_foreign_members(ctx: RunContext, obs: Observed) -> None:

@@ -12,7 +12,7 @@ from orchestrator.errors import SafetyRefusal
 from orchestrator.etcd_api import Member, MemberStatus
 from orchestrator.facts import HostFacts, RemoteFile
 from orchestrator.plan import DesiredFile, _file_change
-from orchestrator.rolling import next_member
+from orchestrator.rolling import LAG_BOUND, next_member
 from orchestrator.versions import Version, check_upgrade_path
 
 versions = st.builds(
@@ -134,6 +134,11 @@ def test_the_leader_goes_last_unless_it_is_all_that_is_left(spec, data) -> None:
     pick = next_member(view, remaining)
     if any(m.id != leader.id for m in remaining):
         assert pick.id != leader.id  # the (healthy) leader is never picked before the others
-    unhealthy = [m for m in remaining if not view.is_healthy_member(m.id)]
-    if unhealthy:
-        assert pick in unhealthy  # the unhealthy go first
+    behind = dict(zip((m.id for m in ms), (b for _, b in spec), strict=True))
+    first = [
+        m
+        for m in remaining
+        if m.id != leader.id and (not view.is_healthy_member(m.id) or behind[m.id] > LAG_BOUND)
+    ]
+    if first:
+        assert pick in first  # the unhealthy and the lagging go first
