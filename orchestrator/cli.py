@@ -113,7 +113,8 @@ def _write_stats(ctx: RunContext) -> None:
     """With $ETCD_DEPLOY_STATS set (benchmarks), write SSH commands and bytes per host there."""
     path = os.environ.get("ETCD_DEPLOY_STATS")
     if path:
-        stats = {n: dataclasses.asdict(c.counters) for n, c in ctx.pool.connections.items()}
+        connections = ctx.pool.connections if ctx.ssh_used else {}
+        stats = {n: dataclasses.asdict(c.counters) for n, c in connections.items()}
         Path(path).write_text(json.dumps(stats))
 
 

@@ -2,33 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from orchestrator.etcd_api import EtcdClient
 from orchestrator.inventory import Host, Inventory, load_inventory
 from orchestrator.pki import LocalPKI
-from orchestrator.transport import HostConnection, Pool
 from orchestrator.ui import UI
 
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection, Pool
 
-@dataclass
+
 class RunContext:
-    inv: Inventory
-    ui: UI
-    pool: Pool = field(init=False)
-    pki: LocalPKI = field(init=False)
-    _client: EtcdClient | None = field(default=None, init=False)
+    """SSH connections and the etcd client are made on first use: `status` needs no SSH, and
+    does not pay for importing it."""
 
-    def __post_init__(self) -> None:
-        self.pool = Pool(self.inv, lambda host, m: self.ui.debug(host, m))
-        self.pki = LocalPKI(self.inv.cluster.state_dir, self.inv.cluster.name)
+    def __init__(self, inv: Inventory, ui: UI) -> None:
+        self.inv = inv
+        self.ui = ui
+        self.pki = LocalPKI(inv.cluster.state_dir, inv.cluster.name)
+        self._pool: Pool | None = None
+        self._client: EtcdClient | None = None
+
+    @property
+    def pool(self) -> Pool:
+        if self._pool is None:
+            from orchestrator.transport import Pool
+
+            self._pool = Pool(self.inv, lambda host, m: self.ui.debug(host, m))
+        return self._pool
+
+    @property
+    def ssh_used(self) -> bool:
+        return self._pool is not None
 
     def reload(self) -> None:
         """Read the inventory file again (after this run edited it)."""
         self.close()
-        self._client = None
         self.inv = load_inventory(self.inv.path)
-        self.__post_init__()
+        self.pki = LocalPKI(self.inv.cluster.state_dir, self.inv.cluster.name)
 
     def conn(self, host: Host | str) -> HostConnection:
         return self.pool[host if isinstance(host, str) else host.name]
@@ -50,6 +62,7 @@ class RunContext:
             self._client = None
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self.pool.close()
+        self.reset_client()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

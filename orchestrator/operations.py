@@ -11,6 +11,7 @@ import shlex
 import tarfile
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from orchestrator.inventory import Inventory
 from orchestrator.lock import LOCK_PATH
@@ -23,7 +24,9 @@ from orchestrator.plan import (
     desired_dirs,
 )
 from orchestrator.release import Release
-from orchestrator.transport import HostConnection
+
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection
 
 q = shlex.quote
 

@@ -10,6 +10,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.cluster import observe
 from orchestrator.context import RunContext
@@ -26,8 +27,10 @@ from orchestrator.snapshot import (
     snapshot_file_name,
     verify_integrity,
 )
-from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import locked_hosts, raise_for_failures
+
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection
 
 SCHEDULE_FILE = "backup-schedule.json"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from orchestrator.cluster import wait_healthy
 from orchestrator.context import RunContext
@@ -22,9 +23,11 @@ from orchestrator.plan import ca_file, cert_files
 from orchestrator.render import pki_paths
 from orchestrator.rolling import roll
 from orchestrator.tls_probe import served_certificate
-from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import locked_hosts, raise_for_failures
 from orchestrator.workflows.phases import start_and_wait
+
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection
 
 PROVE_TIMEOUT = 30.0
 # What a status code of `certs check` means: something expires within the window (or has

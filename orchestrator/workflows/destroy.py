@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING
 
 from orchestrator.context import RunContext
 from orchestrator.lock import new_owner
 from orchestrator.operations import teardown_script
-from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures
+
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection
 
 
 def run_destroy(ctx: RunContext, *, purge_state: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from orchestrator.context import RunContext
 from orchestrator.errors import EtcdDeployError, PhaseFailure, SafetyRefusal, TransportError
@@ -18,7 +19,9 @@ from orchestrator.lock import (
     takeover_script,
 )
 from orchestrator.plan import DesiredFile
-from orchestrator.transport import HostConnection, HostResult
+
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection, HostResult
 
 
 def raise_for_failures(ctx: RunContext, phase: str, results: dict[str, HostResult]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from orchestrator.cluster import ClusterView
 from orchestrator.context import RunContext
@@ -17,8 +18,10 @@ from orchestrator.pki import IssuedCert
 from orchestrator.plan import DesiredFile, HostPlan, desired_files
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.render import pki_paths, render_etcd_env
-from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import raise_for_failures
+
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection
 
 START_TIMEOUT = 120.0
 

@@ -11,6 +11,7 @@ import secrets
 import shlex
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.cluster import wait_healthy
 from orchestrator.context import RunContext
@@ -21,7 +22,6 @@ from orchestrator.operations import apply_files
 from orchestrator.plan import env_file, plan_host
 from orchestrator.render import render_etcd_env
 from orchestrator.snapshot import verify_integrity
-from orchestrator.transport import HostConnection
 from orchestrator.versions import parse_version
 from orchestrator.workflows.backup import status_of_snapshot
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
@@ -32,6 +32,9 @@ from orchestrator.workflows.phases import (
     install_hosts,
     issue_certs,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection
 
 q = shlex.quote
 

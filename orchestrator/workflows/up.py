@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from orchestrator.cluster import ClusterView, observe, wait_healthy
 from orchestrator.context import RunContext
@@ -24,7 +25,6 @@ from orchestrator.plan import HostPlan, env_file, plan_host
 from orchestrator.quorum import check_add, check_remove
 from orchestrator.render import pki_paths
 from orchestrator.rolling import roll
-from orchestrator.transport import HostConnection
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
 from orchestrator.workflows.phases import (
     START_TIMEOUT,
@@ -36,6 +36,9 @@ from orchestrator.workflows.phases import (
     member_env,
     start_and_wait,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.transport import HostConnection
 
 
 def _token_from(facts: dict[str, HostFacts], env_path: str) -> str | None:
