@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 import traceback
@@ -18,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer pinned <0.30
 
 from orchestrator import __version__
 from orchestrator.context import RunContext
@@ -570,7 +572,24 @@ def certs_rotate_ca(
 
 
 def main() -> None:
-    app(prog_name="etcd-deploy")
+    """Entry point. Usage errors are one line (exit 2), like every other error."""
+    # paramiko logs (and prints tracebacks for) failures we report ourselves.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    logging.getLogger("paramiko").propagate = False
+    try:
+        code = app(prog_name="etcd-deploy", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        code = 2
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx else ""
+        typer.echo(f"etcd-deploy: {exc.format_message()}{hint}", err=True)
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("etcd-deploy: aborted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

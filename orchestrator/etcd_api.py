@@ -39,7 +39,11 @@ class EtcdApiError(EtcdDeployError):
         self.endpoint = endpoint
         self.reason = message
         self.unreachable = unreachable
-        super().__init__(f"{endpoint}: {message}")
+        if unreachable:
+            self.exit_code = 6  # as ClusterUnhealthy: from here, the cluster is not there
+            super().__init__(f"etcd at {endpoint} does not answer: {message}")
+        else:
+            super().__init__(f"{endpoint}: {message}")
 
     @property
     def transient(self) -> bool:

@@ -645,6 +645,10 @@ def _build_cluster(raw: Mapping[str, Any], ctx: _Ctx) -> Cluster:
     values = _read_table(raw, _CLUSTER, "cluster", ctx)
     if values["state_dir"] is None:
         values["state_dir"] = ctx.folder / STATE_DIR_NAME / values["name"]
+    state = values["state_dir"]
+    blocked = next((p for p in (state, *state.parents) if p.exists()), None)
+    if blocked is not None and not blocked.is_dir():
+        raise ctx.error("cluster.state_dir", f"{blocked} is a file, not a folder")
     cluster = Cluster(**values)
     _check_ports(cluster, ctx)
     _check_dirs(cluster, ctx)

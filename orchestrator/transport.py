@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 import paramiko
 from fabric import Config, Connection
 
-from orchestrator.errors import TransportError
+from orchestrator.errors import PreflightError, TransportError
 from orchestrator.inventory import Host, Inventory
 
 T = TypeVar("T")
@@ -247,6 +247,23 @@ class HostConnection:
         return code, bytes(out), bytes(err)
 
 
+def _check_local_ssh_files(inv: Inventory) -> None:
+    """Read known_hosts and ssh_config once, before any connection: a broken file is one
+    clear error naming it, not one per host."""
+    ssh = inv.ssh
+    # paramiko raises assorted types for a bad line (SSHException, binascii errors...).
+    try:
+        if ssh.known_hosts.exists():
+            paramiko.HostKeys(str(ssh.known_hosts))
+    except Exception as exc:
+        raise PreflightError(f"{ssh.known_hosts}: unreadable known_hosts file: {exc}") from None
+    if ssh.config_file:
+        try:
+            paramiko.SSHConfig.from_path(str(ssh.config_file))
+        except Exception as exc:
+            raise PreflightError(f"{ssh.config_file}: unreadable ssh_config: {exc}") from None
+
+
 @dataclass
 class HostResult(Generic[T]):
     host: str
@@ -263,6 +280,7 @@ class Pool:
 
     def __init__(self, inv: Inventory, log: Callable[[str, str], None]) -> None:
         self.inv = inv
+        _check_local_ssh_files(inv)
         self.connections = {
             h.name: HostConnection(inv, h, log=lambda m, n=h.name: log(n, m)) for h in inv.hosts
         }

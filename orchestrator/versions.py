@@ -130,7 +130,10 @@ def check_upgrade_path(
     (message starts with the rule name) when the move could lose data or break the cluster,
     and `UsageError` for a target this tool does not support.
     """
-    tgt = parse_version(target)
+    try:
+        tgt = parse_version(target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if tgt < MIN_SUPPORTED:
         raise UsageError(f"etcd {tgt} is not supported: etcd-deploy needs {MIN_SUPPORTED} or later")
     warnings: list[str] = []

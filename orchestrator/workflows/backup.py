@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cluster import observe
 from orchestrator.context import RunContext
-from orchestrator.errors import ClusterUnhealthy, EtcdDeployError
+from orchestrator.errors import ClusterUnhealthy, EtcdDeployError, UsageError
 from orchestrator.local_tools import local_snapshot_status, snapshot_tool
 from orchestrator.operations import apply_files
 from orchestrator.plan import BACKUP_TIMER_PATH, BACKUP_UNIT_PATH, HOST_BACKUP_DIR, DesiredFile
@@ -76,6 +76,8 @@ def run_backup(ctx: RunContext, *, out_dir: Path | None, keep: int | None) -> Ba
     """Snapshot the leader (or another healthy member) into `out_dir`."""
     inv = ctx.inv
     folder = out_dir or default_backup_dir(ctx)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder (-o wants the folder for the backups)")
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     client = ctx.client()
     view = observe(client)

@@ -29,14 +29,14 @@ def raise_for_failures(ctx: RunContext, phase: str, results: dict[str, HostResul
     failed = {n: r.error for n, r in results.items() if r.error is not None}
     if not failed:
         return
-    for name, error in failed.items():
-        ctx.ui.error(f"{phase} {name}", str(error))
     ok = [n for n, r in results.items() if r.ok]
     if ok:
         ctx.ui.info(phase, f"succeeded on: {', '.join(ok)}")
     first = next(iter(failed.values()))
     if len(failed) == 1 and isinstance(first, EtcdDeployError):
-        raise first
+        raise first  # printed once, by the CLI
+    for name, error in failed.items():
+        ctx.ui.error(f"{phase} {name}", str(error))
     # Several hosts failed the same way (all unreachable, say): keep that exit code.
     codes = {e.exit_code if isinstance(e, EtcdDeployError) else 1 for e in failed.values()}
     code = codes.pop() if len(codes) == 1 else 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cluster import wait_healthy
 from orchestrator.context import RunContext
-from orchestrator.errors import SafetyRefusal
+from orchestrator.errors import SafetyRefusal, UsageError
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
 from orchestrator.operations import apply_files
@@ -129,7 +129,7 @@ def run_restore(
     refused when any host holds data or runs etcd."""
     inv = ctx.inv
     if not snapshot.is_file():
-        raise SafetyRefusal(f"{snapshot}: no such snapshot file; nothing was changed")
+        raise UsageError(f"{snapshot}: no such snapshot file; nothing was changed")
     sha256 = verify_integrity(snapshot)
     status = status_of_snapshot(ctx, snapshot)
     about = (

@@ -152,6 +152,7 @@ def run_up(
     started = time.monotonic()
     for warning in inv.warnings:
         ui.warn("preflight", warning)
+    ctx.pool  # noqa: B018 - reads known_hosts and ssh_config now: a broken one changes nothing
     owner = new_owner("plan" if dry_run else "up")
     ca_created = not ctx.pki.ca_cert_path.exists()
     certs = issue_certs(ctx)

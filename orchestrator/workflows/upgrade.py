@@ -43,6 +43,7 @@ def run_upgrade(
     ctx: RunContext, target: str, *, yes: bool, allow_known_bad: bool, dry_run: bool
 ) -> int:
     inv = ctx.inv
+    check_upgrade_path([], target, allow_known_bad)  # a bad or refused target: before any call
     client = ctx.client()
     view = observe(client)
     if not view.healthy:
