@@ -115,8 +115,8 @@ def test_ssh_cut_during_the_upload_fails_clearly_and_a_rerun_converges(make_cli,
         target=lab.exec,
         args=(
             "etcd2",
-            "for i in $(seq 1 200000); do pgrep -f 'tar -x -z' >/dev/null && break; done; "
-            "pkill -f 'sshd: root'; true",
+            "for i in $(seq 1 200000); do pgrep -f 'ta[r] -x -z' >/dev/null && break; done; "
+            "pkill -f 'sshd: roo[t]'; true",
         ),
     )
     killer.start()
