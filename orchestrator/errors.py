@@ -63,8 +63,14 @@ class PhaseFailure(EtcdDeployError):
         self.phase = phase
         self.host = host
         self.exit_code = exit_code
+        self.detail = message
         label = f"{phase} {host}" if host else phase
         super().__init__(f"[{label}] {message}")
+
+
+def detail_of(exc: Exception) -> str:
+    """An error's message without its [phase] label, for wrapping it in another one."""
+    return getattr(exc, "detail", None) or str(exc)
 
 
 # Exit codes that are not errors.

@@ -116,9 +116,13 @@ def teardown_script(inv: Inventory, *, wipe_data: bool) -> str:
     return "\n".join([*lines, f"rm -f {LOCK_PATH}"])
 
 
-def journal_tail(conn: HostConnection, lines: int = 20) -> str:
+def journal_tail(conn: HostConnection, lines: int = 12) -> str:
+    """The member's last journal lines, without etcd's list of the variables it read."""
     result = conn.run(
-        f"journalctl -u etcd.service -n {lines} --no-pager -o cat", check=False, quiet=True
+        "journalctl -u etcd.service -n 200 --no-pager -o cat | "
+        f"grep -v 'recognized and used environment variable' | tail -n {lines}",
+        check=False,
+        quiet=True,
     )
     return result.stdout.strip()
 

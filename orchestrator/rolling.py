@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from orchestrator.cluster import ClusterView, observe, wait_healthy
 from orchestrator.context import RunContext
-from orchestrator.errors import ClusterUnhealthy, EtcdDeployError, PhaseFailure
+from orchestrator.errors import ClusterUnhealthy, EtcdDeployError, PhaseFailure, detail_of
 from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.inventory import Host
 from orchestrator.membership import hand_over_leadership
@@ -116,7 +116,7 @@ def roll(
             raise PhaseFailure(
                 phase,
                 host.name,
-                f"{exc}\nstopped at {host.name}; done: {', '.join(done) or 'none'}; "
+                f"{detail_of(exc)}\nstopped at {host.name}; done: {', '.join(done) or 'none'}; "
                 f"untouched: {', '.join(untouched) or 'none'}",
                 exit_code=exc.exit_code,
             ) from None

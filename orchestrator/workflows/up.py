@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cluster import ClusterView, observe, wait_healthy
 from orchestrator.context import RunContext
-from orchestrator.errors import EXIT_CHANGES_PENDING, ClusterUnhealthy, PhaseFailure, SafetyRefusal
+from orchestrator.errors import (
+    EXIT_CHANGES_PENDING,
+    ClusterUnhealthy,
+    PhaseFailure,
+    SafetyRefusal,
+    detail_of,
+)
 from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
@@ -378,7 +384,7 @@ def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan])
                 outcome = "its previous unit and env were put back and it runs again"
             except PhaseFailure:
                 outcome = "putting its previous unit and env back did not bring it up either"
-            raise PhaseFailure(phase, None, f"{exc}\n{host.name}: {outcome}") from None
+            raise PhaseFailure(phase, None, f"{detail_of(exc)}\n{host.name}: {outcome}") from None
 
     reasons = {n: "; ".join(p.restart_reasons) for n, p in plans.items() if p.restart_reasons}
     roll(

@@ -10,10 +10,10 @@ import shlex
 
 from orchestrator.cluster import observe
 from orchestrator.context import RunContext
-from orchestrator.errors import ClusterUnhealthy, PhaseFailure
+from orchestrator.errors import ClusterUnhealthy, PhaseFailure, detail_of
 from orchestrator.etcd_api import Member
 from orchestrator.inventory import Host, set_cluster_key_in_file
-from orchestrator.operations import apply_files, install_binaries, journal_tail
+from orchestrator.operations import apply_files, install_binaries
 from orchestrator.plan import env_file
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.rolling import roll
@@ -98,16 +98,14 @@ def run_upgrade(
             try:
                 start_and_wait(ctx, host, phase, restart=True)
             except PhaseFailure as exc:
-                journal = journal_tail(conn)
                 conn.run(rollback_script(inv.cluster.install_dir))
                 apply_files(conn, [env_file(inv, old_env)])
                 start_and_wait(ctx, host, phase, restart=True)
                 raise PhaseFailure(
                     phase,
                     None,
-                    f"etcd {target} did not come up on {host.name}; its previous binaries and "
-                    f"env are back and it runs again.\n{exc}\nlast journal lines of the failed "
-                    f"start:\n{journal}",
+                    f"etcd {target} did not come up on {host.name}: {detail_of(exc)}\n"
+                    f"{host.name}: its previous binaries and env are back and it runs again",
                 ) from None
 
         roll(

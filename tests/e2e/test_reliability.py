@@ -141,7 +141,7 @@ def test_a_bad_flag_rolls_that_member_back_and_shows_its_journal(make_cli, lab: 
     )
     proc = cli("up")
     assert proc.returncode == 1, proc.stderr
-    assert "last journal lines" in proc.stderr and "snapshot-count" in proc.stderr
+    assert "last journal lines" in proc.stderr and "ETCD_SNAPSHOT_COUNT" in proc.stderr
     assert "previous unit and env were put back" in proc.stderr
     assert "untouched:" in proc.stderr
     assert cli.status()["healthy"]
