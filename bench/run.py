@@ -94,10 +94,11 @@ class Bench:
         figure = self.figures.setdefault(name, Figure(name, hosts, floor=floor))
         figure.values.append(elapsed)
         figure.peak_mib = max(figure.peak_mib, int(proc.stdout.split()[-1]) / 1024)
-        if stats.exists():
-            per_host = json.loads(stats.read_text()).values()
+        per_host = list(json.loads(stats.read_text()).values()) if stats.exists() else []
+        if per_host:  # (status uses no SSH at all)
             figure.commands = statistics.mean(h["commands"] for h in per_host)
             figure.bytes_sent = statistics.mean(h["bytes_sent"] for h in per_host)
+        stats.unlink(missing_ok=True)
         return elapsed
 
     def record(self, name: str, hosts: int, value: float) -> None:
