@@ -130,4 +130,4 @@ def wait_healthy(
             detail = "; ".join(last.problems()) if last else last_error
             raise ClusterUnhealthy(f"cluster not healthy after {timeout:.0f} s: {detail}")
         time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
+        delay = min(delay * 1.5, 0.25)

@@ -17,7 +17,7 @@ def _backoff(deadline: float, delay: float, what: str, exc: EtcdApiError) -> flo
     if not exc.transient or time.monotonic() + delay > deadline:
         raise ClusterUnhealthy(f"{what} failed: {exc.reason}") from None
     time.sleep(delay)
-    return min(delay * 1.5, 1.0)
+    return min(delay * 1.5, 0.25)
 
 
 def add_learner(client: EtcdClient, peer_url: str) -> Member:
@@ -120,4 +120,4 @@ def wait_removed(
                 f"{timeout:.0f} s after its removal"
             )
         time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
+        delay = min(delay * 1.5, 0.25)

@@ -31,18 +31,21 @@ if TYPE_CHECKING:
 q = shlex.quote
 
 
-def prepare_script(inv: Inventory) -> str:
-    """The etcd system user and the directories, with their modes and owners."""
+def _prepare_lines(inv: Inventory) -> list[str]:
     c = inv.cluster
     lines = [
-        "set -e",
         "getent group etcd >/dev/null || groupadd --system etcd",
         "id -u etcd >/dev/null 2>&1 || useradd --system --gid etcd --no-create-home "
         f"--home-dir {q(c.data_dir)} --shell /usr/sbin/nologin etcd",
     ]
     for path, (mode, owner, group) in desired_dirs(inv).items():
         lines.append(f"install -d -m {mode:04o} -o {owner} -g {group} {q(path)}")
-    return "\n".join(lines)
+    return lines
+
+
+def prepare_script(inv: Inventory) -> str:
+    """The etcd system user and the directories, with their modes and owners."""
+    return "\n".join(["set -e", *_prepare_lines(inv)])
 
 
 def files_tar(files: Iterable[DesiredFile]) -> bytes:
@@ -64,29 +67,74 @@ def write_files_script(daemon_reload: bool) -> str:
     return script + ("\nsystemctl daemon-reload" if daemon_reload else "")
 
 
-def install_script(inv: Inventory, release: Release) -> str:
-    """Unpack the release (from stdin) and swap the binaries in atomically.
-
-    The previous binaries stay as `<name>.prev` for rollback.
-    """
+def _binary_lines(inv: Inventory, release: Release, tarball: str) -> list[str]:
+    """Unpack `tarball` ("-": stdin) and swap the binaries in atomically; the previous ones
+    stay as `<name>.prev` for rollback."""
     d = q(inv.cluster.install_dir)
     top = q(release.top_dir)
     names = " ".join(release.binaries)
-    return "\n".join(
-        [
-            "set -e",
-            "tmp=$(mktemp -d /var/tmp/etcd-deploy.XXXXXX)",
-            "trap 'rm -rf \"$tmp\"' EXIT",
-            'tar -x -z -f - -C "$tmp" --no-same-owner',
-            f"install -d -m 0755 {d}",
-            f"for b in {names}; do",
-            f'  if [ -f {d}/"$b" ]; then cp -p {d}/"$b" {d}/"$b".prev; fi',
-            f'  install -m 0755 -o root -g root "$tmp"/{top}/"$b" {d}/."$b".new',
-            f'  mv -f {d}/."$b".new {d}/"$b"',
-            "done",
-            *([f"rm -f {d}/etcdutl"] if "etcdutl" not in release.binaries else []),
-            f"{d}/etcd --version | head -n 1",
-        ]
+    return [
+        "tmp=$(mktemp -d /var/tmp/etcd-deploy.XXXXXX)",
+        "trap 'rm -rf \"$tmp\"' EXIT",
+        f'tar -x -z -f {tarball} -C "$tmp" --no-same-owner',
+        f"install -d -m 0755 {d}",
+        f"for b in {names}; do",
+        f'  if [ -f {d}/"$b" ]; then cp -p {d}/"$b" {d}/"$b".prev; fi',
+        f'  install -m 0755 -o root -g root "$tmp"/{top}/"$b" {d}/."$b".new',
+        f'  mv -f {d}/."$b".new {d}/"$b"',
+        "done",
+        *([f"rm -f {d}/etcdutl"] if "etcdutl" not in release.binaries else []),
+        f"{d}/etcd --version | head -n 1",
+    ]
+
+
+def install_script(inv: Inventory, release: Release) -> str:
+    """Unpack the release tarball sent on stdin and swap the binaries in."""
+    return "\n".join(["set -e", *_binary_lines(inv, release, "-")])
+
+
+def staged_release_path(release: Release) -> str:
+    return f"/var/tmp/etcd-deploy-release-{release.sha256[:16]}.tar.gz"
+
+
+def setup_script(inv: Inventory, *, prepare: bool, release: Release | None, reload: bool) -> str:
+    """One command for a host's whole install: the etcd user and directories, then the files
+    of the tar on stdin (the release tarball among them, staged), then the binaries."""
+    lines = ["set -e", *(_prepare_lines(inv) if prepare else [])]
+    lines.append("tar -x -f - -C / --same-owner --same-permissions --no-overwrite-dir")
+    if release is not None:
+        staged = staged_release_path(release)
+        lines += [*_binary_lines(inv, release, staged), f"rm -f {staged}"]
+    if reload:
+        lines.append("systemctl daemon-reload")
+    return "\n".join(lines)
+
+
+def setup_host(
+    conn: HostConnection,
+    inv: Inventory,
+    files: list[DesiredFile],
+    *,
+    prepare: bool,
+    release: Release | None,
+) -> None:
+    """Run `setup_script` with `files` (and the release tarball) in one tar on stdin."""
+    payload = list(files)
+    if release is not None:
+        payload.append(
+            DesiredFile(
+                staged_release_path(release),
+                release.path.read_bytes(),
+                0o600,
+                "root",
+                "root",
+                "release",
+            )
+        )
+    reload = any(f.path.startswith("/etc/systemd/system/") for f in files)
+    conn.run(
+        setup_script(inv, prepare=prepare, release=release, reload=reload),
+        stdin=files_tar(payload),
     )
 
 

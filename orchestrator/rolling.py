@@ -142,4 +142,4 @@ def wait_caught_up(ctx: RunContext, member_id: int, timeout: float = SETTLE_TIME
         if time.monotonic() + delay > deadline:
             raise ClusterUnhealthy(f"not healthy and caught up after {timeout:.0f} s: {last}")
         time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
+        delay = min(delay * 1.5, 0.25)

@@ -13,7 +13,7 @@ from orchestrator.errors import PhaseFailure, SafetyRefusal
 from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
-from orchestrator.operations import apply_files, install_binaries, journal_tail, prepare_script
+from orchestrator.operations import journal_tail, setup_host
 from orchestrator.pki import IssuedCert
 from orchestrator.plan import DesiredFile, HostPlan, desired_files
 from orchestrator.release import Release, arch_for, fetch_release
@@ -107,19 +107,21 @@ def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) ->
 
     def one(conn: HostConnection) -> None:
         plan = plans[conn.name]
-        phase = f"install {conn.name}"
-        if plan.prepare:
-            conn.run(prepare_script(inv))
-            ctx.ui.info(phase, f"prepared etcd user and directories ({plan.prepare})")
-        if plan.install:
-            install_binaries(conn, inv, releases[arch_for(obs.facts[conn.name].arch)])
-            ctx.ui.info(phase, f"installed {plan.install}")
         files = [c.file for c in plan.files if c not in plan.deferred]
+        if not (plan.prepare or plan.install or files):
+            return
+        release = releases[arch_for(obs.facts[conn.name].arch)] if plan.install else None
+        setup_host(conn, inv, files, prepare=bool(plan.prepare), release=release)
+        done = []
+        if plan.prepare:
+            done.append(f"prepared the etcd user and directories ({plan.prepare})")
+        if plan.install:
+            done.append(f"installed {plan.install}")
         if files:
-            apply_files(conn, files)
-            ctx.ui.info(
-                phase, f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files}))
+            done.append(
+                f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files}))
             )
+        ctx.ui.info(f"install {conn.name}", "; ".join(done))
 
     results = ctx.pool.map(one, [n for n, p in plans.items() if p.changes])
     raise_for_failures(ctx, "install", results)

@@ -201,3 +201,34 @@ def test_install_script_for_real(tmp_path: Path) -> None:
     assert names == ["etcd", "etcd.prev", "etcdctl", "etcdctl.prev"]  # etcdutl gone
     assert "3.5.17" in (bin_dir / "etcd.prev").read_text()
     assert "3.4.27" in (bin_dir / "etcd").read_text()
+
+
+def test_setup_script_prepares_then_writes_then_installs(tmp_path: Path) -> None:
+    from orchestrator.operations import setup_script, staged_release_path
+    from orchestrator.release import Release
+
+    inv = make_inventory(tmp_path)
+    release = Release(
+        "3.5.17",
+        "amd64",
+        tmp_path / "x.tar.gz",
+        "ab" * 32,
+        1,
+        "etcd-v3.5.17-linux-amd64",
+        ("etcd", "etcdctl", "etcdutl"),
+    )
+    script = setup_script(inv, prepare=True, release=release, reload=True)
+    order = [
+        script.index(s)
+        for s in (
+            "useradd",
+            "tar -x -f - -C /",
+            f"tar -x -z -f {staged_release_path(release)}",
+            f"rm -f {staged_release_path(release)}",
+            "systemctl daemon-reload",
+        )
+    ]
+    assert order == sorted(order)
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    bare = setup_script(inv, prepare=False, release=None, reload=False)
+    assert "useradd" not in bare and "etcd --version" not in bare and "daemon-reload" not in bare
