@@ -13,11 +13,8 @@ import ipaddress
 import os
 import posixpath
 import re
-import stat
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from itertools import combinations
@@ -31,6 +28,7 @@ from tomlkit.items import AoT, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from orchestrator.errors import InventoryError, UsageError
+from orchestrator.localfs import write_atomic
 
 DEFAULT_RELEASE_URL = "https://github.com/etcd-io/etcd/releases/download"
 STATE_DIR_NAME = ".etcd-deploy"
@@ -258,12 +256,13 @@ def _address(value: str, _folder: Path | None = None) -> str:
     if _is_dns_name(value):
         return value
     host, sep, port = value.rpartition(":")
-    if sep and port.isdigit() and (_is_dns_name(host) or _is_ip(host)):
+    if sep and port.isdigit() and (_is_dns_name(host) or is_ip(host)):
         raise _Bad(f"{value!r}: put the SSH port in ssh_port, not in the address")
     raise _Bad(f"{value!r} is not a valid IPv4 address, IPv6 address or DNS name")
 
 
-def _is_ip(value: str) -> bool:
+def is_ip(value: str) -> bool:
+    """True for an IPv4 or IPv6 literal."""
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -275,7 +274,7 @@ def _sans(values: Iterable[str], _folder: Path | None = None) -> tuple[str, ...]
     """Extra subject alternative names: IPs (canonical) or DNS names ("*." allowed)."""
     out: list[str] = []
     for i, value in enumerate(values):
-        if _is_ip(value):
+        if is_ip(value):
             value = str(ipaddress.ip_address(value))
         elif not _is_dns_name(value, wildcard=True):
             raise _Bad(f"{value!r} is not a valid IP address or DNS name", f"[{i}]")
@@ -413,7 +412,7 @@ def _jump_host(value: str, _folder: Path) -> str:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             raise _Bad(f"invalid IPv6 address {host!r} in jump host {value!r}") from None
-    elif not (_is_ip(host) or _is_dns_name(host)):
+    elif not (is_ip(host) or _is_dns_name(host)):
         raise _Bad(f"invalid host {host!r} in jump host {value!r}: {form}")
     port = match["port"]
     if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
@@ -904,26 +903,9 @@ def _write_validated(path: Path, doc: TOMLDocument) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, os.replace (symlinks followed)."""
-    target = Path(path).resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with suppress(FileNotFoundError):
-            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write via a temp file in the same folder, fsync, os.replace (symlinks followed, the
+    file's mode kept)."""
+    write_atomic(path, text.encode("utf-8"))
 
 
 def _item_before(doc: TOMLDocument, key: str) -> Any:

@@ -25,7 +25,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator.errors import PreflightError
+from orchestrator.localfs import fsync_dir, write_atomic
 
 if TYPE_CHECKING:
     from orchestrator.inventory import Host, Inventory
@@ -378,32 +378,6 @@ def _judge(
     return True, f"reused: valid until {info.not_after:%Y-%m-%d}, {sans}"
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temp file in the same folder (created 0600), fsync, chmod, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _private_dir(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
@@ -453,8 +427,8 @@ class LocalPKI:
             )
         _private_dir(self.pki_dir)
         cert, ca_key = _make_ca(self.cluster_name, days)
-        _write_atomic(self.ca_key_path, _key_pem(ca_key), 0o600)
-        _write_atomic(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(self.ca_key_path, _key_pem(ca_key), 0o600)
+        write_atomic(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         self._ca = (cert, ca_key)
         return True
 
@@ -529,13 +503,13 @@ class LocalPKI:
         made = False
         if not self.next_ca_cert_path.exists():
             cert, key = _make_ca(self.cluster_name, days)
-            _write_atomic(self.next_ca_key_path, _key_pem(key), 0o600)
-            _write_atomic(
+            write_atomic(self.next_ca_key_path, _key_pem(key), 0o600)
+            write_atomic(
                 self.next_ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644
             )
             made = True
         bundle = self.ca_cert_path.read_bytes() + self.next_ca_cert_path.read_bytes()
-        _write_atomic(self.bundle_path, bundle, 0o644)
+        write_atomic(self.bundle_path, bundle, 0o644)
         return made
 
     def switch_to_next_ca(self) -> None:
@@ -546,7 +520,7 @@ class LocalPKI:
         os.replace(self.ca_cert_path, self.pki_dir / "ca-previous.crt")
         os.replace(self.next_ca_key_path, self.ca_key_path)
         os.replace(self.next_ca_cert_path, self.ca_cert_path)
-        _fsync_dir(self.pki_dir)
+        fsync_dir(self.pki_dir)
         self._ca = None
 
     def end_ca_rotation(self) -> None:
@@ -576,8 +550,8 @@ class LocalPKI:
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         key_pem = _key_pem(key)
         # Key first: a crash in between leaves a mismatched pair, re-issued next run.
-        _write_atomic(key_path, key_pem, 0o600)
-        _write_atomic(cert_path, cert_pem, 0o644)
+        write_atomic(key_path, key_pem, 0o600)
+        write_atomic(cert_path, cert_pem, 0o644)
         return IssuedCert(kind, cert_pem, key_pem, True, reason)
 
     def ensure_host_certs(

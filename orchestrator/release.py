@@ -39,6 +39,7 @@ from typing import BinaryIO
 import httpx
 
 from orchestrator.errors import PreflightError
+from orchestrator.localfs import fsync_dir, write_atomic
 
 ARCH_BY_UNAME = {
     "x86_64": "amd64",
@@ -340,31 +341,8 @@ def verify_layout(path: Path, top_dir: str) -> tuple[str, ...]:
     return tuple(b for b in names if f"{top_dir}/{b}" in found)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _part_path(final: Path) -> Path:
     return final.with_name(f"{final.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
-
-
-def _write_atomic(final: Path, data: bytes) -> None:
-    part = _part_path(final)
-    try:
-        with open(part, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
-    _fsync_dir(final.parent)
 
 
 def _sweep_stale_parts(folder: Path) -> None:
@@ -391,9 +369,9 @@ def _cached_sums(vdir: Path, source_key: str) -> dict[str, str] | None:
 
 
 def _store_sums(vdir: Path, source_key: str, data: bytes) -> None:
-    _write_atomic(vdir / SUMS_NAME, data)
+    write_atomic(vdir / SUMS_NAME, data, 0o644)
     marker = {"source": source_key, "sha256": hashlib.sha256(data).hexdigest()}
-    _write_atomic(vdir / _MARKER_NAME, (json.dumps(marker) + "\n").encode())
+    write_atomic(vdir / _MARKER_NAME, (json.dumps(marker) + "\n").encode(), 0o644)
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,7 +492,7 @@ def fetch_release(
         finally:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
-        _fsync_dir(vdir)
+        fsync_dir(vdir)
         return release
     except OSError as exc:
         raise PreflightError(f"cannot write release cache {vdir}: {exc.strerror or exc}") from None

@@ -7,13 +7,13 @@ script: right after its shebang).
 
 from __future__ import annotations
 
-import ipaddress
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import UsageError
+from orchestrator.inventory import is_ip
 from orchestrator.pki import HOST_CERT_KINDS
 from orchestrator.versions import MIN_SUPPORTED, Version, parse_version
 
@@ -116,14 +116,6 @@ def _env_value(key: str, value: str) -> str:
             "(backslashes, leading quotes or surrounding spaces)"
         )
     return value
-
-
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
 
 
 def pki_paths(inv: Inventory) -> dict[str, str]:
@@ -268,7 +260,7 @@ def render_etcd_env(
     peer_url = inv.peer_url(host)
     client_url = inv.client_url(host)
     local_client = f"https://127.0.0.1:{c.client_port}"
-    if _is_ip(host.etcd_address):
+    if is_ip(host.etcd_address):
         listen_peer = peer_url
         listen_client = [client_url] if client_url == local_client else [client_url, local_client]
     else:  # etcd binds IPs only: listen everywhere, advertise the name
@@ -356,6 +348,33 @@ def render_etcdctl_wrapper(inv: Inventory) -> str:
     )
 
 
+def _hardening(rw_paths: list[str], *, home: str, caps: str) -> list[str]:
+    """The systemd sandbox of every unit etcd-deploy writes (`systemd-analyze security`)."""
+    return [
+        "# Hardening",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={' '.join(rw_paths)}",
+        "PrivateTmp=yes",
+        f"ProtectHome={home}",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictSUIDSGID=yes",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "LockPersonality=yes",
+        "MemoryDenyWriteExecute=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "SystemCallArchitectures=native",
+        f"CapabilityBoundingSet={caps}",
+    ]
+
+
 def render_unit(inv: Inventory) -> str:
     """/etc/systemd/system/etcd.service.
 
@@ -393,27 +412,7 @@ def render_unit(inv: Inventory) -> str:
         "Nice=-10",
         "IOSchedulingClass=best-effort",
         "IOSchedulingPriority=2",
-        "# Hardening",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        f"ReadWritePaths={' '.join(rw_paths)}",
-        "PrivateTmp=yes",
-        "ProtectHome=yes",
-        "PrivateDevices=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes",
-        "ProtectClock=yes",
-        "ProtectHostname=yes",
-        "RestrictSUIDSGID=yes",
-        "RestrictNamespaces=yes",
-        "RestrictRealtime=yes",
-        "LockPersonality=yes",
-        "MemoryDenyWriteExecute=yes",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-        "SystemCallArchitectures=native",
-        f"CapabilityBoundingSet={caps}",
+        *_hardening(rw_paths, home="yes", caps=caps),
     ]
     if caps:
         lines.append(f"AmbientCapabilities={caps}")
@@ -536,27 +535,7 @@ def render_backup_service(inv: Inventory, script_path: str, folder: str) -> str:
         "TimeoutStartSec=1h",
         "Nice=10",
         "IOSchedulingClass=idle",
-        "# Hardening",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        f"ReadWritePaths={path}",
-        "PrivateTmp=yes",
-        f"ProtectHome={home}",
-        "PrivateDevices=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes",
-        "ProtectClock=yes",
-        "ProtectHostname=yes",
-        "RestrictSUIDSGID=yes",
-        "RestrictNamespaces=yes",
-        "RestrictRealtime=yes",
-        "LockPersonality=yes",
-        "MemoryDenyWriteExecute=yes",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-        "SystemCallArchitectures=native",
-        "CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH",
+        *_hardening([path], home=home, caps="CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH"),
         "UMask=0077",
     ]
     return "\n".join(lines) + "\n"

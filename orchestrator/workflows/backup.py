@@ -16,6 +16,7 @@ from orchestrator.cluster import observe
 from orchestrator.context import RunContext
 from orchestrator.errors import ClusterUnhealthy, EtcdDeployError, UsageError
 from orchestrator.local_tools import local_snapshot_status, snapshot_tool
+from orchestrator.localfs import fsync_dir
 from orchestrator.operations import apply_files
 from orchestrator.plan import BACKUP_TIMER_PATH, BACKUP_UNIT_PATH, HOST_BACKUP_DIR, DesiredFile
 from orchestrator.release import ARCH_BY_UNAME, fetch_release
@@ -48,14 +49,6 @@ class BackupResult:
 
 def default_backup_dir(ctx: RunContext) -> Path:
     return ctx.inv.cluster.state_dir / "backups"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def status_of_snapshot(ctx: RunContext, path: Path) -> SnapshotStatus | None:
@@ -104,7 +97,7 @@ def run_backup(ctx: RunContext, *, out_dir: Path | None, keep: int | None) -> Ba
         part.unlink(missing_ok=True)
         raise
     os.replace(part, final)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     result = BackupResult(
         file=str(final),
         size=size,

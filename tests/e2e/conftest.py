@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -54,6 +55,31 @@ class Cli:
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
         return proc
+
+    def run_reacting(
+        self, *args: str, react: Callable[[str, subprocess.Popen[str]], None]
+    ) -> tuple[int, str]:
+        """Run the CLI, calling `react(line, process)` on each stderr line as it comes (to
+        kill it or inject a fault at a given moment). Returns the exit code and stderr."""
+        command = [sys.executable, "-m", "orchestrator", *args, "-i", str(self.inventory)]
+        proc = subprocess.Popen(
+            command, stderr=subprocess.PIPE, text=True, env=self.env, stdin=subprocess.DEVNULL
+        )
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            react(line, proc)
+        return proc.wait(), "".join(lines)
+
+    def killed_at(self, marker: str, *args: str) -> int:
+        """Run the CLI and SIGKILL it right after it logs `marker`."""
+
+        def kill(line: str, proc: subprocess.Popen[str]) -> None:
+            if marker in line:
+                proc.send_signal(signal.SIGKILL)
+
+        return self.run_reacting(*args, react=kill)[0]
 
     def status(self) -> dict:
         proc = self("status", "--json")

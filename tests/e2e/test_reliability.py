@@ -89,19 +89,13 @@ def test_every_operation_under_a_writer_loses_nothing(make_cli, lab: Lab, load_t
 
 def test_host_stopped_in_the_middle_of_up_then_rerun_converges(make_cli, lab: Lab) -> None:
     cli = make_cli(3)
-    command = [sys.executable, "-m", "orchestrator", "up", "-i", str(cli.inventory)]
-    proc = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, env=cli.env, stdin=subprocess.DEVNULL
-    )
-    assert proc.stderr is not None
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if "[bootstrap]" in line:
+
+    def stop_etcd3(line: str, _proc: object) -> None:
+        if "[bootstrap]" in line and "starting" in line:
             lab.stop("etcd3")
-    proc.wait()
-    output = "".join(lines)
-    assert proc.returncode != 0 and "etcd3" in output.splitlines()[-1], output
+
+    code, output = cli.run_reacting("up", react=stop_etcd3)
+    assert code != 0 and "etcd3" in output.strip().splitlines()[-1], output
     lab.start("etcd3")
     rerun = cli("up")
     assert rerun.returncode == 0, rerun.stderr
@@ -153,23 +147,17 @@ def test_a_bad_flag_rolls_that_member_back_and_shows_its_journal(make_cli, lab: 
 def test_a_member_cut_off_during_a_rolling_restart_stops_it_safely(make_cli, lab: Lab) -> None:
     cli = make_cli(3)
     cli("up", check=True)
-    command = [sys.executable, "-m", "orchestrator", "restart", "-i", str(cli.inventory)]
-    proc = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, env=cli.env, stdin=subprocess.DEVNULL
-    )
-    assert proc.stderr is not None
-    lines = []
-    cut = False
-    for line in proc.stderr:
-        lines.append(line)
+    cut: list[str] = []
+
+    def cut_one(line: str, _proc: object) -> None:
         if not cut and "healthy and caught up" in line:
             done = re.search(r"\[restart (\w+)\]", line).group(1)  # type: ignore[union-attr]
-            lab.cut(next(n for n in THREE if n != done))
-            cut = True
-    proc.wait()
+            cut.append(next(n for n in THREE if n != done))
+            lab.cut(cut[0])
+
+    code, output = cli.run_reacting("restart", react=cut_one)
     try:
-        output = "".join(lines)
-        assert proc.returncode in (1, 6), output
+        assert cut and code in (1, 6), output
         assert "stopped at" in output and "untouched" in output
     finally:
         for name in THREE:

@@ -223,17 +223,7 @@ def test_second_run_is_refused_by_the_lock_and_stale_lock_is_taken_over(make_cli
 
 def test_up_killed_mid_join_converges_on_rerun(make_cli) -> None:
     cli = make_cli(3)
-    command = [sys.executable, "-m", "orchestrator", "up", "-i", str(cli.inventory)]
-    proc = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, env=cli.env, stdin=subprocess.DEVNULL
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "[join etcd2] added as learner" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert cli.killed_at("[join etcd2] added as learner", "up") == -signal.SIGKILL
     rerun = cli("up")
     assert rerun.returncode == 0, rerun.stderr
     _assert_healthy(cli, 3)
