@@ -843,8 +843,12 @@ def add_host_to_file(path: Path, name: str, address: str, etcd_address: str | No
     _write_validated(path, doc)
 
 
-def remove_host_from_file(path: Path, name: str) -> None:
-    """Delete the [[hosts]] entry `name` and the comment block right above it."""
+def remove_host_from_file(path: Path, name: str, *, check_only: bool = False) -> None:
+    """Delete the [[hosts]] entry `name` and the comment block right above it.
+
+    `check_only`: do everything but the write, so a caller can find out first that the edit
+    will work (remove-node checks before it changes the cluster).
+    """
     path = Path(path)
     doc = _read_document(path)
     hosts = _hosts_aot(doc, path) if "hosts" in doc else tomlkit.aot()
@@ -859,7 +863,7 @@ def remove_host_from_file(path: Path, name: str) -> None:
         _tail_container(previous), tables[index].value, last=index == len(tables) - 1
     )
     del hosts[index]
-    _write_validated(path, doc)
+    _write_validated(path, doc, check_only=check_only)
 
 
 def set_cluster_key_in_file(path: Path, key: str, value: Any) -> None:
@@ -895,11 +899,12 @@ def _read_document(path: Path) -> TOMLDocument:
         raise InventoryError(path, "", f"TOML syntax error: {exc}") from None
 
 
-def _write_validated(path: Path, doc: TOMLDocument) -> None:
+def _write_validated(path: Path, doc: TOMLDocument, *, check_only: bool = False) -> None:
     """Validate the edited document exactly as load_inventory would, then write atomically."""
     text = tomlkit.dumps(doc)
     parse_inventory(text, path)
-    atomic_write_text(path, text)
+    if not check_only:
+        atomic_write_text(path, text)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

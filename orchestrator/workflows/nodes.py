@@ -50,6 +50,7 @@ def remove_node(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> int:
     the inventory. A host that cannot be reached is still removed from the membership."""
     inv = ctx.inv
     host = inv.host(name)
+    remove_host_from_file(inv.path, name, check_only=True)  # the edit must work: check first
     phase = f"remove {name}"
     owner = new_owner("remove-node")
     others = [h.name for h in inv.hosts if h.name != name]
