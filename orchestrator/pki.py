@@ -224,18 +224,27 @@ def _name(cn: str, orgs: Iterable[str] = ()) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _make_ca(cluster_name: str, days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _new_key()
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: float
+) -> x509.CertificateBuilder:
+    """Subject, issuer, key, a random serial and the validity (from CLOCK_SKEW ago)."""
     now = _now()
-    name = _name(f"{cluster_name}-etcd-ca")
-    cert = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
+def _make_ca(cluster_name: str, days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _new_key()
+    name = _name(f"{cluster_name}-etcd-ca")
+    cert = (
+        _builder(name, name, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -271,20 +280,13 @@ def _make_leaf(
     ca_key: CAKey,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
-    now = _now()
     try:
         ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(profile.cn, profile.orgs))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + dt.timedelta(days=days))
+        _builder(_name(profile.cn, profile.orgs), ca_cert.subject, key, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
