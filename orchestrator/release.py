@@ -31,7 +31,7 @@ import tarfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -235,8 +235,6 @@ class _Source:
     def copy_to(self, rel: str, out: BinaryIO, progress: Progress | None) -> str:
         """Stream `rel` into `out`; return its sha256 hex digest."""
         where = self.where(rel)
-        digest = hashlib.sha256()
-        done = 0
         if self.local is not None:
             try:
                 src = open(self.local / rel, "rb")  # noqa: SIM115 - closed below
@@ -245,30 +243,32 @@ class _Source:
             except OSError as exc:
                 raise PreflightError(f"cannot read {where}: {exc.strerror or exc}") from None
             with src:
-                total: int | None = os.fstat(src.fileno()).st_size
-                if progress:
-                    progress(0, total)
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-            return digest.hexdigest()
+                size = os.fstat(src.fileno()).st_size
+                return _copy(iter(lambda: src.read(_CHUNK), b""), out, size, progress)
         with self._errors(where), self._http().stream("GET", where) as response:
             self._check_status(where, response)
             length = response.headers.get("Content-Length", "")
-            total = int(length) if length.isdigit() else None
-            if progress:
-                progress(0, total)
             # Raw bytes: a .tar.gz must never be transparently gunzipped.
-            for chunk in response.iter_raw(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-        return digest.hexdigest()
+            return _copy(
+                response.iter_raw(_CHUNK), out, int(length) if length.isdigit() else None, progress
+            )
+
+
+def _copy(
+    chunks: Iterable[bytes], out: BinaryIO, total: int | None, progress: Progress | None
+) -> str:
+    """Write `chunks` to `out`, reporting progress; return their sha256 hex digest."""
+    digest = hashlib.sha256()
+    done = 0
+    if progress:
+        progress(0, total)
+    for chunk in chunks:
+        digest.update(chunk)
+        out.write(chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
