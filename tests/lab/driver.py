@@ -161,9 +161,15 @@ class Lab:
         if imp.returncode or tar.returncode:
             raise LabError(f"docker import of {rootfs} failed: {imp.stderr.strip()}")
 
-    def ensure_client_key(self) -> None:
+    def ensure_client_key(self) -> bool:
+        """Make the lab's client key unless it exists; True when it was made now."""
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.key.exists():
+        public = Path(str(self.key) + ".pub")
+        if public.is_dir():  # Docker makes a folder for a bind source that is missing
+            shutil.rmtree(public)
+        if not (self.key.is_file() and public.is_file()):
+            self.key.unlink(missing_ok=True)
+            public.unlink(missing_ok=True)
             _run(
                 [
                     "ssh-keygen",
@@ -178,6 +184,8 @@ class Lab:
                     str(self.key),
                 ]
             )
+            return True
+        return False
 
     def guard_route(self) -> None:
         """Keep the lab subnet unreachable (not routed off the machine) when the bridge is gone."""
@@ -196,7 +204,8 @@ class Lab:
         self.ensure_tools()
         self.guard_route()
         self.ensure_image()
-        self.ensure_client_key()
+        if self.ensure_client_key():
+            self._remove_hosts()  # running hosts hold the old key's file: make them again
         self._remove_foreign_hosts()
         self._compose("up", "-d", "--no-recreate", *[h.name for h in hosts])
         for h in hosts:
@@ -204,6 +213,10 @@ class Lab:
         self.wait_ready(hosts)
         self.write_known_hosts()
         return hosts
+
+    def _remove_hosts(self) -> None:
+        for name in HOSTS:
+            _run(["docker", "rm", "-f", self.host(name).container], check=False)
 
     def _remove_foreign_hosts(self) -> None:
         """Remove lab hosts made by another checkout or with another image: they trust
