@@ -10,7 +10,7 @@ import io
 import shlex
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from orchestrator.inventory import Inventory
@@ -43,11 +43,6 @@ def _prepare_lines(inv: Inventory) -> list[str]:
     return lines
 
 
-def prepare_script(inv: Inventory) -> str:
-    """The etcd system user and the directories, with their modes and owners."""
-    return "\n".join(["set -e", *_prepare_lines(inv)])
-
-
 def files_tar(files: Iterable[DesiredFile]) -> bytes:
     """A tar archive of `files` (paths relative to /) carrying their modes and owners."""
     buffer = io.BytesIO()
@@ -62,14 +57,19 @@ def files_tar(files: Iterable[DesiredFile]) -> bytes:
     return buffer.getvalue()
 
 
+# Writes the files of the tar on stdin with the modes and owners the archive carries.
+EXTRACT_FILES = "tar -x -f - -C / --same-owner --same-permissions --no-overwrite-dir"
+
+
 def write_files_script(daemon_reload: bool) -> str:
-    script = "set -e\ntar -x -f - -C / --same-owner --same-permissions --no-overwrite-dir"
-    return script + ("\nsystemctl daemon-reload" if daemon_reload else "")
+    return "\n".join(
+        ["set -e", EXTRACT_FILES, *(["systemctl daemon-reload"] if daemon_reload else [])]
+    )
 
 
 def _binary_lines(inv: Inventory, release: Release, tarball: str) -> list[str]:
-    """Unpack `tarball` ("-": stdin) and swap the binaries in atomically; the previous ones
-    stay as `<name>.prev` for rollback."""
+    """Unpack `tarball` (then removed) and swap the binaries in atomically; the previous
+    ones stay as `<name>.prev` for rollback."""
     d = q(inv.cluster.install_dir)
     top = q(release.top_dir)
     names = " ".join(release.binaries)
@@ -77,6 +77,7 @@ def _binary_lines(inv: Inventory, release: Release, tarball: str) -> list[str]:
         "tmp=$(mktemp -d /var/tmp/etcd-deploy.XXXXXX)",
         "trap 'rm -rf \"$tmp\"' EXIT",
         f'tar -x -z -f {tarball} -C "$tmp" --no-same-owner',
+        f"rm -f {tarball}",
         f"install -d -m 0755 {d}",
         f"for b in {names}; do",
         f'  if [ -f {d}/"$b" ]; then cp -p {d}/"$b" {d}/"$b".prev; fi',
@@ -88,23 +89,18 @@ def _binary_lines(inv: Inventory, release: Release, tarball: str) -> list[str]:
     ]
 
 
-def install_script(inv: Inventory, release: Release) -> str:
-    """Unpack the release tarball sent on stdin and swap the binaries in."""
-    return "\n".join(["set -e", *_binary_lines(inv, release, "-")])
-
-
 def staged_release_path(release: Release) -> str:
     return f"/var/tmp/etcd-deploy-release-{release.sha256[:16]}.tar.gz"
 
 
 def setup_script(inv: Inventory, *, prepare: bool, release: Release | None, reload: bool) -> str:
-    """One command for a host's whole install: the etcd user and directories, then the files
-    of the tar on stdin (the release tarball among them, staged), then the binaries."""
+    """One command for a host's whole install (or any part of it): the etcd user and
+    directories, then the files of the tar on stdin (the release tarball among them,
+    staged), then the binaries."""
     lines = ["set -e", *(_prepare_lines(inv) if prepare else [])]
-    lines.append("tar -x -f - -C / --same-owner --same-permissions --no-overwrite-dir")
+    lines.append(EXTRACT_FILES)
     if release is not None:
-        staged = staged_release_path(release)
-        lines += [*_binary_lines(inv, release, staged), f"rm -f {staged}"]
+        lines += _binary_lines(inv, release, staged_release_path(release))
     if reload:
         lines.append("systemctl daemon-reload")
     return "\n".join(lines)
@@ -179,12 +175,3 @@ def apply_files(conn: HostConnection, files: list[DesiredFile]) -> None:
     """Write `files` in one command; systemd reloads its units when one of them changed."""
     reload = any(f.path.startswith("/etc/systemd/system/") for f in files)
     conn.run(write_files_script(reload), stdin=files_tar(files))
-
-
-def install_binaries(
-    conn: HostConnection,
-    inv: Inventory,
-    release: Release,
-    progress: Callable[[int, int], None] | None = None,
-) -> None:
-    conn.run(install_script(inv, release), stdin=release.path.read_bytes(), progress=progress)

@@ -13,7 +13,7 @@ from orchestrator.context import RunContext
 from orchestrator.errors import ClusterUnhealthy, PhaseFailure, detail_of
 from orchestrator.etcd_api import Member
 from orchestrator.inventory import Host, set_cluster_key_in_file
-from orchestrator.operations import apply_files, install_binaries
+from orchestrator.operations import apply_files, setup_host
 from orchestrator.plan import env_file
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.rolling import roll
@@ -91,7 +91,9 @@ def run_upgrade(
             conn = ctx.conn(host)
             env_path = f"{inv.cluster.config_dir}/etcd.env"
             old_env = conn.run(f"cat {q(env_path)}", quiet=True).stdout
-            install_binaries(conn, inv, releases[arch_for(facts[host.name].arch)])
+            setup_host(
+                conn, inv, [], prepare=False, release=releases[arch_for(facts[host.name].arch)]
+            )
             members = client.members()
             new_env = member_env(ctx, host, obs, state="existing", members=members, version=target)
             apply_files(conn, [env_file(inv, new_env)])

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.inventory import Inventory
-from orchestrator.operations import files_tar, install_script, prepare_script, write_files_script
+from orchestrator.operations import (
+    EXTRACT_FILES,
+    files_tar,
+    setup_script,
+    staged_release_path,
+    write_files_script,
+)
 from orchestrator.plan import DesiredFile
 from orchestrator.release import Release, top_dir_name
 from tests.unit.helpers import make_inventory, wanted_files
@@ -53,8 +59,8 @@ def inv(tmp_path: Path) -> Inventory:
 # --------------------------------------------------------------------------- prepare
 
 
-def test_prepare_script(inv: Inventory) -> None:
-    script = prepare_script(inv)
+def test_setup_script_prepares_user_and_dirs(inv: Inventory) -> None:
+    script = setup_script(inv, prepare=True, release=None, reload=False)
     lines = script.splitlines()
     assert lines[0] == "set -e"
     assert "getent group etcd >/dev/null || groupadd --system etcd" in lines
@@ -73,12 +79,12 @@ def test_prepare_script(inv: Inventory) -> None:
     syntax_check(script)
 
 
-def test_prepare_script_follows_configured_dirs(tmp_path: Path) -> None:
+def test_setup_script_prepare_follows_configured_dirs(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, data_dir="/srv/etcd-data", config_dir="/srv/etcd-conf")
-    script = prepare_script(inv)
+    script = setup_script(inv, prepare=True, release=None, reload=False)
     assert "--home-dir /srv/etcd-data " in script
     assert "install -d -m 0700 -o etcd -g etcd /srv/etcd-conf/pki\n" in script
-    assert script.endswith("install -d -m 0700 -o etcd -g etcd /srv/etcd-data")
+    assert script.endswith("install -d -m 0700 -o etcd -g etcd /srv/etcd-data\n" + EXTRACT_FILES)
 
 
 # --------------------------------------------------------------------------- files tar
@@ -138,8 +144,8 @@ def test_files_tar_extracts_with_modes(tmp_path: Path, inv: Inventory) -> None:
 # --------------------------------------------------------------------------- install
 
 
-def test_install_script_keeps_a_rollback_copy(inv: Inventory) -> None:
-    script = install_script(inv, R35)
+def test_setup_script_keeps_a_rollback_copy(inv: Inventory) -> None:
+    script = setup_script(inv, prepare=False, release=R35, reload=False)
     assert "for b in etcd etcdctl etcdutl; do" in script
     assert 'cp -p /opt/bin/"$b" /opt/bin/"$b".prev' in script
     assert '"$tmp"/etcd-v3.5.17-linux-amd64/"$b" /opt/bin/."$b".new' in script
@@ -149,16 +155,16 @@ def test_install_script_keeps_a_rollback_copy(inv: Inventory) -> None:
     syntax_check(script)
 
 
-def test_install_script_removes_etcdutl_for_3_4(inv: Inventory) -> None:
-    script = install_script(inv, R34)
+def test_setup_script_removes_etcdutl_for_3_4(inv: Inventory) -> None:
+    script = setup_script(inv, prepare=False, release=R34, reload=False)
     assert "for b in etcd etcdctl; do" in script
     assert "rm -f /opt/bin/etcdutl" in script
     syntax_check(script)
 
 
-def test_install_script_follows_install_dir(tmp_path: Path) -> None:
+def test_setup_script_follows_install_dir(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, install_dir="/usr/local/etcd-bin")
-    script = install_script(inv, R35)
+    script = setup_script(inv, prepare=False, release=R35, reload=False)
     assert "install -d -m 0755 /usr/local/etcd-bin" in script
     assert "/opt/bin" not in script
 
@@ -177,17 +183,21 @@ def fake_release(tmp_path: Path, version: str, binaries: tuple[str, ...]) -> Rel
 
 
 @needs_root
-def test_install_script_for_real(tmp_path: Path) -> None:
+def test_setup_script_for_real(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     inv = make_inventory(tmp_path, install_dir=str(bin_dir))
 
     def install(rel: Release) -> str:
+        staged = DesiredFile(
+            staged_release_path(rel), rel.path.read_bytes(), 0o600, "root", "root", "release"
+        )
         result = subprocess.run(
-            ["sh", "-c", install_script(inv, rel)],
-            input=rel.path.read_bytes(),
+            ["sh", "-c", setup_script(inv, prepare=False, release=rel, reload=False)],
+            input=files_tar([staged]),
             capture_output=True,
             check=True,
         )
+        assert not Path(staged_release_path(rel)).exists()  # the staged tarball is removed
         return result.stdout.decode()
 
     first = fake_release(tmp_path, "3.5.17", ("etcd", "etcdctl", "etcdutl"))
@@ -204,8 +214,6 @@ def test_install_script_for_real(tmp_path: Path) -> None:
 
 
 def test_setup_script_prepares_then_writes_then_installs(tmp_path: Path) -> None:
-    from orchestrator.operations import setup_script, staged_release_path
-    from orchestrator.release import Release
 
     inv = make_inventory(tmp_path)
     release = Release(
