@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from orchestrator.errors import UsageError
 from orchestrator.inventory import is_ip
 from orchestrator.pki import HOST_CERT_KINDS
-from orchestrator.versions import MIN_SUPPORTED, Version, parse_version
+from orchestrator.versions import Version, parse_version, supported_version
 
 if TYPE_CHECKING:
     from orchestrator.inventory import Host, Inventory
@@ -214,16 +214,6 @@ def _env_name(flag: str) -> str:
     return "ETCD_" + flag.upper().replace("-", "_")
 
 
-def _check_version(version: str) -> Version:
-    try:
-        v = parse_version(version)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    if v < MIN_SUPPORTED:
-        raise UsageError(f"etcd {v} is not supported: etcd-deploy needs {MIN_SUPPORTED} or later")
-    return v
-
-
 def render_etcd_env(
     inv: Inventory,
     host: Host,
@@ -241,7 +231,7 @@ def render_etcd_env(
     `env_without_initial` to decide whether a running member needs a restart.
     A host whose etcd_address is a DNS name listens on 0.0.0.0 and advertises the name.
     """
-    target = _check_version(version)
+    target = supported_version(version)
     if initial_state not in ("new", "existing"):
         raise ValueError(f"initial_state must be 'new' or 'existing', got {initial_state!r}")
     if not initial_cluster:
@@ -317,7 +307,7 @@ def render_etcdctl_env(inv: Inventory, host: Host) -> str:
     c = inv.cluster
     pki = pki_paths(inv)
     lines = [_header(inv)]
-    if _check_version(c.etcd_version) < V3_6:
+    if supported_version(c.etcd_version) < V3_6:
         lines.append("ETCDCTL_API=3")  # 3.6 dropped the v2 etcdctl and this switch
     lines += [
         f"ETCDCTL_ENDPOINTS=https://127.0.0.1:{c.client_port}",

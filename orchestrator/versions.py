@@ -120,6 +120,17 @@ class UpgradePath:
     warnings: tuple[str, ...] = ()
 
 
+def supported_version(text: str) -> Version:
+    """Parse a version etcd-deploy can deploy; UsageError for a malformed or too old one."""
+    try:
+        v = parse_version(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if v < MIN_SUPPORTED:
+        raise UsageError(f"etcd {v} is not supported: etcd-deploy needs {MIN_SUPPORTED} or later")
+    return v
+
+
 def check_upgrade_path(
     current_versions: list[str], target: str, allow_known_bad: bool = False
 ) -> UpgradePath:
@@ -130,12 +141,7 @@ def check_upgrade_path(
     (message starts with the rule name) when the move could lose data or break the cluster,
     and `UsageError` for a target this tool does not support.
     """
-    try:
-        tgt = parse_version(target)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if tgt < MIN_SUPPORTED:
-        raise UsageError(f"etcd {tgt} is not supported: etcd-deploy needs {MIN_SUPPORTED} or later")
+    tgt = supported_version(target)
     warnings: list[str] = []
     bad = is_known_bad(tgt)
     if bad:
