@@ -228,19 +228,22 @@ class HostConnection:
                     err += chan.recv_stderr(CHUNK)
         chan.shutdown_write()
         deadline = time.monotonic() + timeout
+        # sshd may send the exit status before the last output: done only once the output's
+        # EOF has arrived too and both buffers are drained.
         while True:
+            finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
             if chan.recv_ready():
                 out += chan.recv(CHUNK)
             elif chan.recv_stderr_ready():
                 err += chan.recv_stderr(CHUNK)
-            elif (
-                chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()
-            ):
+            elif finished:  # read before the buffers were checked: nothing can follow
                 break
+            elif time.monotonic() > deadline:
+                chan.close()
+                raise TimeoutError(f"no answer within {timeout:.0f} s")
+            elif chan.exit_status_ready():
+                time.sleep(0.001)  # exit status in, output EOF still on its way
             else:
-                if time.monotonic() > deadline:
-                    chan.close()
-                    raise TimeoutError(f"no answer within {timeout:.0f} s")
                 chan.status_event.wait(0.01)
         code = chan.recv_exit_status()
         chan.close()

@@ -82,9 +82,9 @@ def test_short_lived_certs_are_flagged_then_renewed_without_a_restart(make_cli, 
         proc = cli("certs", "renew", "--within", "30")
     assert proc.returncode == 0, proc.stderr
     assert sampler.samples > 0 and sampler.most_down == 0  # no failed request meanwhile
-    assert proc.stderr.count("serving the new certs") == 3
+    assert proc.stderr.count("serving the new certs") == 3, proc.stderr
     code, rows = _check(cli)
-    assert code == 0, [r for r in rows if r["problem"]]
+    assert code == 0, json.dumps([r for r in rows if r["problem"]])
     served = [r for r in rows if r["source"].startswith("served")]
     assert len(served) == 6 and all(364 < r["days_left"] <= 365 for r in served)
     assert {n: unit_started_at(lab, n) for n in THREE} == started
