@@ -113,8 +113,10 @@ def wait_healthy(
     timeout: float = 60,
     ignore: Collection[int] = (),
     endpoints: list[str] | None = None,
+    ignore_unstarted: bool = False,
 ) -> ClusterView:
-    """Poll with short backoff until the cluster is healthy (members in `ignore` aside)."""
+    """Poll with short backoff until the cluster is healthy (members in `ignore` aside, and
+    with `ignore_unstarted` those that never started)."""
     deadline = time.monotonic() + timeout
     delay = 0.1
     last: ClusterView | None = None
@@ -122,7 +124,8 @@ def wait_healthy(
     while True:
         try:
             last = observe(client, endpoints)
-            if last.healthy_ignoring(ignore):
+            unstarted = {m.id for m in last.members if not m.started} if ignore_unstarted else set()
+            if last.healthy_ignoring(set(ignore) | unstarted):
                 return last
         except EtcdApiError as exc:
             last_error = str(exc)

@@ -104,6 +104,14 @@ class EtcdClient:
     def close(self) -> None:
         self._http.close()
 
+    def peer_serving(self, peer_url: str, timeout: float) -> bool:
+        """Whether the member at `peer_url` answers on its peer port (GET /members, what a
+        starting member asks its peers)."""
+        try:
+            return self._http.get(peer_url + "/members", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def _post(
         self,
         endpoint: str,

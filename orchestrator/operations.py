@@ -23,7 +23,7 @@ from orchestrator.plan import (
     DesiredFile,
     desired_dirs,
 )
-from orchestrator.release import Release
+from orchestrator.release import Release, release_bytes
 
 if TYPE_CHECKING:
     from orchestrator.transport import HostConnection
@@ -67,40 +67,42 @@ def write_files_script(daemon_reload: bool) -> str:
     )
 
 
-def _binary_lines(inv: Inventory, release: Release, tarball: str) -> list[str]:
-    """Unpack `tarball` (then removed) and swap the binaries in atomically; the previous
-    ones stay as `<name>.prev` for rollback."""
+def _binary_lines(inv: Inventory, release: Release) -> list[str]:
+    """Unpack the binaries from the release tarball arriving on stdin, straight next to
+    their place, and swap them in atomically; the previous ones stay as `<name>.prev`
+    (hard links) for rollback."""
     d = q(inv.cluster.install_dir)
     top = q(release.top_dir)
     names = " ".join(release.binaries)
+    members = " ".join(f"{top}/{b}" for b in release.binaries)
     return [
-        "tmp=$(mktemp -d /var/tmp/etcd-deploy.XXXXXX)",
-        "trap 'rm -rf \"$tmp\"' EXIT",
-        f'tar -x -z -f {tarball} -C "$tmp" --no-same-owner',
-        f"rm -f {tarball}",
         f"install -d -m 0755 {d}",
+        f"tmp=$(mktemp -d {d}/.etcd-deploy.XXXXXX)",
+        "trap 'rm -rf \"$tmp\"' EXIT",
+        f'tar -x -z -f - -C "$tmp" --no-same-owner --strip-components=1 {members}',
+        "cat >/dev/null",  # whatever tar leaves of the stream after its end marker
         f"for b in {names}; do",
-        f'  if [ -f {d}/"$b" ]; then cp -p {d}/"$b" {d}/"$b".prev; fi',
-        f'  install -m 0755 -o root -g root "$tmp"/{top}/"$b" {d}/."$b".new',
-        f'  mv -f {d}/."$b".new {d}/"$b"',
+        f'  if [ -f {d}/"$b" ]; then ln -f {d}/"$b" {d}/"$b".prev; fi',
+        '  chmod 0755 "$tmp"/"$b"',
+        f'  mv -f "$tmp"/"$b" {d}/"$b"',
         "done",
         *([f"rm -f {d}/etcdutl"] if "etcdutl" not in release.binaries else []),
         f"{d}/etcd --version | head -n 1",
     ]
 
 
-def staged_release_path(release: Release) -> str:
-    return f"/var/tmp/etcd-deploy-release-{release.sha256[:16]}.tar.gz"
-
-
-def setup_script(inv: Inventory, *, prepare: bool, release: Release | None, reload: bool) -> str:
+def setup_script(
+    inv: Inventory, *, prepare: bool, files_size: int, release: Release | None, reload: bool
+) -> str:
     """One command for a host's whole install (or any part of it): the etcd user and
-    directories, then the files of the tar on stdin (the release tarball among them,
-    staged), then the binaries."""
+    directories, then the files of the tar on stdin (its first `files_size` bytes), then the
+    binaries from the release tarball that follows it."""
     lines = ["set -e", *(_prepare_lines(inv) if prepare else [])]
-    lines.append(EXTRACT_FILES)
-    if release is not None:
-        lines += _binary_lines(inv, release, staged_release_path(release))
+    if release is None:
+        lines.append(EXTRACT_FILES)
+    else:
+        lines.append(f"head -c {files_size} | {EXTRACT_FILES}")
+        lines += _binary_lines(inv, release)
     if reload:
         lines.append("systemctl daemon-reload")
     return "\n".join(lines)
@@ -114,24 +116,13 @@ def setup_host(
     prepare: bool,
     release: Release | None,
 ) -> None:
-    """Run `setup_script` with `files` (and the release tarball) in one tar on stdin."""
-    payload = list(files)
-    if release is not None:
-        payload.append(
-            DesiredFile(
-                staged_release_path(release),
-                release.path.read_bytes(),
-                0o600,
-                "root",
-                "root",
-                "release",
-            )
-        )
+    """Run `setup_script` with `files` as a tar on stdin, the release tarball after it."""
+    archive = files_tar(files)
     reload = any(f.path.startswith("/etc/systemd/system/") for f in files)
-    conn.run(
-        setup_script(inv, prepare=prepare, release=release, reload=reload),
-        stdin=files_tar(payload),
+    script = setup_script(
+        inv, prepare=prepare, files_size=len(archive), release=release, reload=reload
     )
+    conn.run(script, stdin=[archive, release_bytes(release)] if release else [archive])
 
 
 def teardown_script(inv: Inventory, *, wipe_data: bool) -> str:

@@ -81,7 +81,7 @@ class HostPlan:
         """Changes written at this host's turn rather than in the parallel install: a
         joiner's env (it needs the member list of its join), and a running member's env
         and unit (written just before its rolling restart, rolled back if etcd fails)."""
-        if self.membership in ("bootstrap", "join"):
+        if self.membership == "join":
             kinds = {"env"}
         elif self.restart_reasons:
             kinds = {"env", "unit"}

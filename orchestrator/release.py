@@ -22,6 +22,7 @@ so concurrent fetches of the same version never leave a partial or unverified ta
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -103,6 +104,12 @@ class Release:
     size: int
     top_dir: str
     binaries: tuple[str, ...] = REQUIRED_BINARIES  # etcd, etcdctl and etcdutl when present
+
+
+@functools.cache
+def release_bytes(release: Release) -> bytes:
+    """The tarball's bytes, read once per run however many hosts it goes to."""
+    return release.path.read_bytes()
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from __future__ import annotations
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -170,21 +170,24 @@ class HostConnection:
         self,
         script: str,
         *,
-        stdin: bytes | None = None,
+        stdin: bytes | Sequence[bytes] | None = None,
         check: bool = True,
         timeout: float = 300,
         quiet: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> CommandResult:
-        """Run a shell script on the host. Secrets travel only on stdin, never in `script`."""
+        """Run a shell script on the host. Secrets travel only on stdin, never in `script`;
+        `stdin` may come in parts, sent one after the other (no copy joins them)."""
         self.open()
         assert self._conn is not None
         command = self.wrap(script)
+        parts = [stdin] if isinstance(stdin, bytes) else list(stdin) if stdin is not None else None
         if not quiet:
-            self.log(f"$ {script.strip()}" + (f"  (<{len(stdin)} bytes on stdin)" if stdin else ""))
+            size = sum(len(p) for p in parts or [])
+            self.log(f"$ {script.strip()}" + (f"  (<{size} bytes on stdin)" if parts else ""))
         self.counters.commands += 1
         try:
-            code, out, err = self._exec(command, stdin, timeout, progress)
+            code, out, err = self._exec(command, parts, timeout, progress)
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             self.close()
             raise TransportError(
@@ -204,7 +207,7 @@ class HostConnection:
     def _exec(
         self,
         command: str,
-        stdin: bytes | None,
+        parts: list[bytes] | None,
         timeout: float,
         progress: Callable[[int, int], None] | None,
     ) -> tuple[int, bytes, bytes]:
@@ -216,12 +219,15 @@ class HostConnection:
         chan.settimeout(timeout)
         chan.exec_command(command)
         out, err = bytearray(), bytearray()
-        if stdin is not None:
-            for start in range(0, len(stdin), CHUNK):
-                chan.sendall(stdin[start : start + CHUNK])
-                self.counters.bytes_sent += min(CHUNK, len(stdin) - start)
+        total, sent = sum(len(p) for p in parts or []), 0
+        for part in parts or []:
+            for start in range(0, len(part), CHUNK):
+                chunk = part[start : start + CHUNK]
+                chan.sendall(chunk)
+                sent += len(chunk)
+                self.counters.bytes_sent += len(chunk)
                 if progress:
-                    progress(min(start + CHUNK, len(stdin)), len(stdin))
+                    progress(sent, total)
                 while chan.recv_ready():
                     out += chan.recv(CHUNK)
                 while chan.recv_stderr_ready():
@@ -295,10 +301,12 @@ class Pool:
         self, fn: Callable[[HostConnection], T], names: Iterable[str]
     ) -> dict[str, HostResult[T]]:
         """Run `fn` for each host in parallel; every host gets a result or its own error."""
+        return self.start(fn, names).results()
+
+    def start(self, fn: Callable[[HostConnection], T], names: Iterable[str]) -> Pending[T]:
+        """Like `map`, without waiting: each host's result can be awaited on its own."""
         names = list(names)
-        results: dict[str, HostResult[T]] = {}
-        if not names:
-            return results
+        executor = ThreadPoolExecutor(max_workers=max(1, min(16, len(names))))
 
         def one(name: str) -> HostResult[T]:
             try:
@@ -306,11 +314,27 @@ class Pool:
             except Exception as exc:
                 return HostResult(name, error=exc)
 
-        with ThreadPoolExecutor(max_workers=min(16, len(names))) as executor:
-            for result in executor.map(one, names):
-                results[result.host] = result
-        return results
+        pending = Pending({n: executor.submit(one, n) for n in names})
+        executor.shutdown(wait=False)
+        return pending
 
     def close(self) -> None:
         for conn in self.connections.values():
             conn.close()
+
+
+@dataclass
+class Pending(Generic[T]):
+    """Per-host work started by `Pool.start`."""
+
+    futures: dict[str, Future[HostResult[T]]]
+
+    def result(self, name: str) -> HostResult[T]:
+        return self.futures[name].result()
+
+    def failed_so_far(self) -> bool:
+        return any(f.done() and not f.result().ok for f in self.futures.values())
+
+    def results(self) -> dict[str, HostResult[T]]:
+        """Wait for every host."""
+        return {n: f.result() for n, f in self.futures.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from orchestrator.render import pki_paths, render_etcd_env
 from orchestrator.workflows.hosts import raise_for_failures
 
 if TYPE_CHECKING:
-    from orchestrator.transport import HostConnection
+    from orchestrator.transport import HostConnection, HostResult, Pending
 
 START_TIMEOUT = 120.0
 
@@ -84,8 +85,38 @@ def check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) ->
         )
 
 
-def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:
-    """Per host, in parallel: user and dirs, binaries, files (a joiner's env waits for its join)."""
+@dataclass
+class Installs:
+    """The per-host installs, under way in parallel: a membership step waits only for its
+    own host. Used as a context manager, leaving it waits for every host."""
+
+    ctx: RunContext
+    pending: Pending[None]
+
+    def ready(self, name: str) -> None:
+        """Wait for `name`'s install. When it, or any install finished so far, failed: wait
+        for every host and report them all (no membership change follows a failure)."""
+        if name in self.pending.futures:
+            self.pending.result(name)
+        if self.pending.failed_so_far():
+            self.finish()
+
+    def finish(self) -> None:
+        raise_for_failures(self.ctx, "install", self.pending.results())
+
+    def __enter__(self) -> Installs:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.pending.results()  # no host is still being written when the error is told
+
+
+def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> Installs:
+    """Start, per host in parallel: user and dirs, binaries, files (a joiner's env waits
+    for its join). The release is fetched and verified first, before any host changes."""
     inv = ctx.inv
     releases: dict[str, Release] = {}
     for arch in sorted({arch_for(obs.facts[n].arch) for n, p in plans.items() if p.install}):
@@ -123,8 +154,7 @@ def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) ->
             )
         ctx.ui.info(f"install {conn.name}", "; ".join(done))
 
-    results = ctx.pool.map(one, [n for n, p in plans.items() if p.changes])
-    raise_for_failures(ctx, "install", results)
+    return Installs(ctx, ctx.pool.start(one, [n for n, p in plans.items() if p.changes]))
 
 
 def _unit_state(conn: HostConnection) -> dict[str, str]:
@@ -172,6 +202,41 @@ def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = F
                 "last journal lines:\n" + journal_tail(conn),
             )
         time.sleep(0.2)
+
+
+START_NOW = "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
+SEED_TIMEOUT = 10.0
+
+
+def start_new_cluster(
+    ctx: RunContext, founders: list[Host], ready: Callable[[str], None] = lambda _n: None
+) -> dict[str, HostResult[None]]:
+    """Start the members of a static initial cluster (each after `ready(name)`) without
+    waiting for health; every host gets its own result.
+
+    A starting member asks its peers, in peer URL order and with a 1 s timeout each, whether
+    it was bootstrapped already. A peer that listens but does not serve yet (it is starting
+    too) costs that second: started all at once, members wait on each other up to a second
+    per peer. So the member whose peer URL sorts first starts alone, and the others once it
+    serves: each asks it first and has its answer at once.
+    """
+    client = ctx.client()
+    seed = min(founders, key=ctx.inv.peer_url)
+
+    def start(conn: HostConnection) -> None:
+        ready(conn.name)
+        conn.run(START_NOW)
+
+    results = ctx.pool.map(start, [seed.name])
+    deadline = time.monotonic() + SEED_TIMEOUT
+    delay = 0.02
+    while results[seed.name].ok and not client.peer_serving(ctx.inv.peer_url(seed), 0.5):
+        if time.monotonic() > deadline:
+            break  # the others start anyway: a slow start, not a failed one
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+    results |= ctx.pool.map(start, [h.name for h in founders if h is not seed])
+    return {h.name: results[h.name] for h in founders}
 
 
 def member_env(

@@ -18,8 +18,7 @@ from orchestrator.context import RunContext
 from orchestrator.errors import SafetyRefusal, UsageError
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
-from orchestrator.operations import apply_files
-from orchestrator.plan import env_file, plan_host
+from orchestrator.plan import plan_host
 from orchestrator.render import render_etcd_env
 from orchestrator.snapshot import verify_integrity
 from orchestrator.versions import parse_version
@@ -31,6 +30,7 @@ from orchestrator.workflows.phases import (
     desired_for,
     install_hosts,
     issue_certs,
+    start_new_cluster,
 )
 
 if TYPE_CHECKING:
@@ -160,7 +160,19 @@ def run_restore(
                 )
         token = f"{inv.cluster.name}-{secrets.token_hex(6)}"
         obs = Observed(facts, None, token, issue_certs(ctx))
-        paths = {n: desired_for(ctx, inv.host(n), obs, env="") for n in names}
+        initial = [(h.name, inv.peer_url(h)) for h in inv.hosts]
+        envs = {  # every member restored, then all started at once: a static initial cluster
+            h.name: render_etcd_env(
+                inv,
+                h,
+                initial_cluster=initial,
+                initial_state="new",
+                token=token,
+                version=inv.cluster.etcd_version,
+            )
+            for h in inv.hosts
+        }
+        paths = {h.name: desired_for(ctx, h, obs, env=envs[h.name]) for h in inv.hosts}
         facts = gather_facts(ctx, owner, paths, names)  # again, now with file hashes
         obs.facts = facts
         plans = {
@@ -175,7 +187,7 @@ def run_restore(
             )
             for n in names
         }
-        install_hosts(ctx, obs, plans)
+        install_hosts(ctx, obs, plans).finish()
         if bump_revision or mark_compacted:
             _check_restore_flags(ctx, names[0])
         data = snapshot.read_bytes()
@@ -185,25 +197,10 @@ def run_restore(
             conn.run(
                 restore_script(ctx, host, token, aside, bump_revision, mark_compacted), stdin=data
             )
-            env = render_etcd_env(
-                inv,
-                host,
-                initial_cluster=[(h.name, inv.peer_url(h)) for h in inv.hosts],
-                initial_state="new",
-                token=token,
-                version=inv.cluster.etcd_version,
-            )
-            apply_files(conn, [env_file(ctx.inv, env)])
             ctx.ui.info(f"restore {conn.name}", f"member restored (old data, if any: {aside})")
 
         raise_for_failures(ctx, "restore", ctx.pool.map(restore_one, names))
-
-        def start(conn: HostConnection) -> None:
-            conn.run(
-                "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
-            )
-
-        raise_for_failures(ctx, "start", ctx.pool.map(start, names))
+        raise_for_failures(ctx, "start", start_new_cluster(ctx, list(inv.hosts)))
         wait_healthy(ctx.client(), timeout=START_TIMEOUT)
     finally:
         release_locks(ctx, owner, names)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from orchestrator.cluster import ClusterView, observe, wait_healthy
 from orchestrator.context import RunContext
@@ -33,7 +32,9 @@ from orchestrator.render import pki_paths
 from orchestrator.rolling import roll
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
 from orchestrator.workflows.phases import (
+    START_NOW,
     START_TIMEOUT,
+    Installs,
     Observed,
     check_ca,
     desired_for,
@@ -41,10 +42,8 @@ from orchestrator.workflows.phases import (
     issue_certs,
     member_env,
     start_and_wait,
+    start_new_cluster,
 )
-
-if TYPE_CHECKING:
-    from orchestrator.transport import HostConnection
 
 
 def _token_from(facts: dict[str, HostFacts], env_path: str) -> str | None:
@@ -184,8 +183,8 @@ def run_up(
             print_plan(ctx, plans)
             pending = any(p.changes for p in plans.values()) or bool(stale)
             return EXIT_CHANGES_PENDING if pending else 0
-        install_hosts(ctx, obs, plans)
-        _converge_membership(ctx, obs, plans, stale, force=force)
+        with install_hosts(ctx, obs, plans) as installs:
+            _converge_membership(ctx, obs, plans, stale, installs, force=force)
         _rolling_restart(ctx, obs, plans)
         for plan in plans.values():
             if not plan.changes:
@@ -232,27 +231,32 @@ def _report_foreign_members(ctx: RunContext, obs: Observed) -> None:
             )
 
 
-def _bootstrap(ctx: RunContext, founders: list[Host], obs: Observed) -> None:
-    """Start a brand-new cluster: one member (learner mode) or all founders at once."""
+def _bootstrap(ctx: RunContext, founders: list[Host], installs: Installs) -> None:
+    """Start a brand-new cluster: one member (learner mode) or all founders at once. In a
+    parallel bootstrap the cluster forms when a quorum of founders started; the others are
+    reported, and a re-run starts them."""
+    inv = ctx.inv
     names = ", ".join(h.name for h in founders)
-    ctx.ui.info("bootstrap", f"starting a new cluster {ctx.inv.cluster.name!r} on {names}")
-
-    def one(conn: HostConnection) -> None:
-        host = ctx.inv.host(conn.name)
-        env = member_env(ctx, host, obs, state="new")
-        apply_files(conn, [env_file(ctx.inv, env)])
-        if len(founders) == 1:
-            start_and_wait(ctx, host, f"bootstrap {host.name}")
-        else:  # members of a static initial cluster wait for each other: start all, then gate
-            conn.run(
-                "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
-            )
-
-    raise_for_failures(ctx, "bootstrap", ctx.pool.map(one, [h.name for h in founders]))
+    ctx.ui.info("bootstrap", f"starting a new cluster {inv.cluster.name!r} on {names}")
+    if len(founders) == 1:
+        installs.ready(founders[0].name)
+        start_and_wait(ctx, founders[0], f"bootstrap {founders[0].name}")
+        ctx.ui.info("bootstrap", "1-member cluster healthy")
+        return
+    results = start_new_cluster(ctx, founders, installs.ready)
+    started = [h for h in founders if results[h.name].ok]
+    if len(started) <= len(founders) // 2:
+        raise_for_failures(ctx, "bootstrap", results)
     view = wait_healthy(
-        ctx.client(), timeout=START_TIMEOUT, endpoints=[ctx.inv.client_url(h) for h in founders]
+        ctx.client(),
+        timeout=START_TIMEOUT,
+        endpoints=[inv.client_url(h) for h in started],
+        ignore_unstarted=len(started) < len(founders),
     )
-    ctx.ui.info("bootstrap", f"{len(view.voters)}-member cluster healthy")
+    missing = [h.name for h in founders if h not in started]
+    without = f" without {', '.join(missing)}" if missing else ""
+    ctx.ui.info("bootstrap", f"{len(view.voters)}-member cluster healthy{without}")
+    raise_for_failures(ctx, "bootstrap", results)
 
 
 def _join(ctx: RunContext, host: Host, obs: Observed) -> None:
@@ -305,6 +309,7 @@ def _converge_membership(
     obs: Observed,
     plans: dict[str, HostPlan],
     stale: list[tuple[Host, Member]],
+    installs: Installs,
     *,
     force: bool,
 ) -> None:
@@ -317,9 +322,8 @@ def _converge_membership(
     starting = [hosts[n] for n, p in plans.items() if p.membership == "start"]
     if starting:
         for host in starting:  # a stopped member rejoins on its own; start them all, then gate
-            ctx.conn(host).run(
-                "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
-            )
+            installs.ready(host.name)
+            ctx.conn(host).run(START_NOW)
             ctx.ui.info(f"start {host.name}", "starting etcd (member with data)")
         wait_healthy(ctx.client(), timeout=START_TIMEOUT, ignore=joining)
     for host, member in stale:
@@ -331,12 +335,13 @@ def _converge_membership(
         ctx.ui.info(f"remove {host.name}", f"removed stale member {member.id:x} (--force)")
     founders = [hosts[n] for n, p in plans.items() if p.membership == "bootstrap"]
     if founders:
-        _bootstrap(ctx, founders, obs)
+        _bootstrap(ctx, founders, installs)
     for host, _ in stale:
         if plans[host.name].membership != "join":
             plans[host.name].membership = "join"
     for name, plan in plans.items():
         if plan.membership == "join":
+            installs.ready(name)
             if obs.facts[name].has_data and force:
                 _move_data_aside(ctx, hosts[name])
             _join(ctx, hosts[name], obs)

@@ -16,7 +16,6 @@ from orchestrator.operations import (
     EXTRACT_FILES,
     files_tar,
     setup_script,
-    staged_release_path,
     write_files_script,
 )
 from orchestrator.plan import DesiredFile
@@ -60,7 +59,7 @@ def inv(tmp_path: Path) -> Inventory:
 
 
 def test_setup_script_prepares_user_and_dirs(inv: Inventory) -> None:
-    script = setup_script(inv, prepare=True, release=None, reload=False)
+    script = setup_script(inv, prepare=True, files_size=0, release=None, reload=False)
     lines = script.splitlines()
     assert lines[0] == "set -e"
     assert "getent group etcd >/dev/null || groupadd --system etcd" in lines
@@ -81,7 +80,7 @@ def test_setup_script_prepares_user_and_dirs(inv: Inventory) -> None:
 
 def test_setup_script_prepare_follows_configured_dirs(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, data_dir="/srv/etcd-data", config_dir="/srv/etcd-conf")
-    script = setup_script(inv, prepare=True, release=None, reload=False)
+    script = setup_script(inv, prepare=True, files_size=0, release=None, reload=False)
     assert "--home-dir /srv/etcd-data " in script
     assert "install -d -m 0700 -o etcd -g etcd /srv/etcd-conf/pki\n" in script
     assert script.endswith("install -d -m 0700 -o etcd -g etcd /srv/etcd-data\n" + EXTRACT_FILES)
@@ -145,18 +144,20 @@ def test_files_tar_extracts_with_modes(tmp_path: Path, inv: Inventory) -> None:
 
 
 def test_setup_script_keeps_a_rollback_copy(inv: Inventory) -> None:
-    script = setup_script(inv, prepare=False, release=R35, reload=False)
+    script = setup_script(inv, prepare=False, files_size=10240, release=R35, reload=False)
+    assert "head -c 10240 | tar -x -f - -C /" in script
+    assert "tmp=$(mktemp -d /opt/bin/.etcd-deploy.XXXXXX)" in script  # same file system
+    assert "--strip-components=1 etcd-v3.5.17-linux-amd64/etcd" in script
     assert "for b in etcd etcdctl etcdutl; do" in script
-    assert 'cp -p /opt/bin/"$b" /opt/bin/"$b".prev' in script
-    assert '"$tmp"/etcd-v3.5.17-linux-amd64/"$b" /opt/bin/."$b".new' in script
-    assert 'mv -f /opt/bin/."$b".new /opt/bin/"$b"' in script
+    assert 'ln -f /opt/bin/"$b" /opt/bin/"$b".prev' in script
+    assert 'mv -f "$tmp"/"$b" /opt/bin/"$b"' in script
     assert "rm -f /opt/bin/etcdutl" not in script
     assert script.endswith("/opt/bin/etcd --version | head -n 1")
     syntax_check(script)
 
 
 def test_setup_script_removes_etcdutl_for_3_4(inv: Inventory) -> None:
-    script = setup_script(inv, prepare=False, release=R34, reload=False)
+    script = setup_script(inv, prepare=False, files_size=0, release=R34, reload=False)
     assert "for b in etcd etcdctl; do" in script
     assert "rm -f /opt/bin/etcdutl" in script
     syntax_check(script)
@@ -164,7 +165,7 @@ def test_setup_script_removes_etcdutl_for_3_4(inv: Inventory) -> None:
 
 def test_setup_script_follows_install_dir(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, install_dir="/usr/local/etcd-bin")
-    script = setup_script(inv, prepare=False, release=R35, reload=False)
+    script = setup_script(inv, prepare=False, files_size=0, release=R35, reload=False)
     assert "install -d -m 0755 /usr/local/etcd-bin" in script
     assert "/opt/bin" not in script
 
@@ -187,17 +188,20 @@ def test_setup_script_for_real(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     inv = make_inventory(tmp_path, install_dir=str(bin_dir))
 
+    marker = tmp_path / "etc" / "marker"
+
     def install(rel: Release) -> str:
-        staged = DesiredFile(
-            staged_release_path(rel), rel.path.read_bytes(), 0o600, "root", "root", "release"
+        archive = files_tar([DesiredFile(str(marker), b"x", 0o600, "root", "root", "test")])
+        script = setup_script(
+            inv, prepare=False, files_size=len(archive), release=rel, reload=False
         )
         result = subprocess.run(
-            ["sh", "-c", setup_script(inv, prepare=False, release=rel, reload=False)],
-            input=files_tar([staged]),
+            ["sh", "-c", script],
+            input=archive + rel.path.read_bytes(),
             capture_output=True,
             check=True,
         )
-        assert not Path(staged_release_path(rel)).exists()  # the staged tarball is removed
+        assert marker.read_bytes() == b"x"  # the files before the tarball, then the binaries
         return result.stdout.decode()
 
     first = fake_release(tmp_path, "3.5.17", ("etcd", "etcdctl", "etcdutl"))
@@ -225,18 +229,18 @@ def test_setup_script_prepares_then_writes_then_installs(tmp_path: Path) -> None
         "etcd-v3.5.17-linux-amd64",
         ("etcd", "etcdctl", "etcdutl"),
     )
-    script = setup_script(inv, prepare=True, release=release, reload=True)
+    script = setup_script(inv, prepare=True, files_size=512, release=release, reload=True)
     order = [
         script.index(s)
         for s in (
             "useradd",
-            "tar -x -f - -C /",
-            f"tar -x -z -f {staged_release_path(release)}",
-            f"rm -f {staged_release_path(release)}",
+            "head -c 512 | tar -x -f - -C /",
+            'tar -x -z -f - -C "$tmp"',
+            "cat >/dev/null",
             "systemctl daemon-reload",
         )
     ]
     assert order == sorted(order)
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
-    bare = setup_script(inv, prepare=False, release=None, reload=False)
+    bare = setup_script(inv, prepare=False, files_size=512, release=None, reload=False)
     assert "useradd" not in bare and "etcd --version" not in bare and "daemon-reload" not in bare

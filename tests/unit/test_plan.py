@@ -131,6 +131,9 @@ def test_bare_host(inv: Inventory, bootstrap: bool, membership: str) -> None:
     assert plan.enable is False  # starting the new member enables it
     assert any(c.file.kind == "unit" for c in plan.files)
     assert plan.noops == []
+    # A founder's env is known up front and goes out with the install; a joiner's names
+    # the members of its join, so it waits for that turn.
+    assert [c.file.kind for c in plan.deferred] == ([] if bootstrap else ["env"])
 
 
 def test_user_present_but_dirs_wrong(inv: Inventory) -> None:
