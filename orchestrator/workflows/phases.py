@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,10 +19,11 @@ from orchestrator.pki import IssuedCert
 from orchestrator.plan import DesiredFile, HostPlan, desired_files
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.render import pki_paths, render_etcd_env
+from orchestrator.transport import Pending
 from orchestrator.workflows.hosts import raise_for_failures
 
 if TYPE_CHECKING:
-    from orchestrator.transport import HostConnection, HostResult, Pending
+    from orchestrator.transport import HostConnection, HostResult
 
 START_TIMEOUT = 120.0
 
@@ -114,9 +115,13 @@ class Installs:
             self.pending.results()  # no host is still being written when the error is told
 
 
-def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> Installs:
+def install_hosts(
+    ctx: RunContext, obs: Observed, plans: dict[str, HostPlan], first: Collection[str] = ()
+) -> Installs:
     """Start, per host in parallel: user and dirs, binaries, files (a joiner's env waits
-    for its join). The release is fetched and verified first, before any host changes."""
+    for its join). The release is fetched and verified first, before any host changes.
+    The hosts in `first` (the one a new cluster starts on) install alone, without sharing
+    bandwidth and CPU: the others follow as soon as they are done."""
     inv = ctx.inv
     releases: dict[str, Release] = {}
     for arch in sorted({arch_for(obs.facts[n].arch) for n, p in plans.items() if p.install}):
@@ -154,7 +159,15 @@ def install_hosts(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) ->
             )
         ctx.ui.info(f"install {conn.name}", "; ".join(done))
 
-    return Installs(ctx, ctx.pool.start(one, [n for n, p in plans.items() if p.changes]))
+    names = [n for n, p in plans.items() if p.changes]
+    leading = ctx.pool.start(one, [n for n in names if n in first])
+
+    def after_leading(conn: HostConnection) -> None:
+        leading.results()
+        one(conn)
+
+    following = ctx.pool.start(after_leading, [n for n in names if n not in first])
+    return Installs(ctx, Pending(leading.futures | following.futures))
 
 
 def _unit_state(conn: HostConnection) -> dict[str, str]:

@@ -183,7 +183,10 @@ def run_up(
             print_plan(ctx, plans)
             pending = any(p.changes for p in plans.values()) or bool(stale)
             return EXIT_CHANGES_PENDING if pending else 0
-        with install_hosts(ctx, obs, plans) as installs:
+        # A learner-mode bootstrap waits for its one founder: that host installs first.
+        founders = [n for n, p in plans.items() if p.membership == "bootstrap"]
+        first = founders if len(founders) == 1 else ()
+        with install_hosts(ctx, obs, plans, first) as installs:
             _converge_membership(ctx, obs, plans, stale, installs, force=force)
         _rolling_restart(ctx, obs, plans)
         for plan in plans.values():
