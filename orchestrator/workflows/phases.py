@@ -102,6 +102,13 @@ class Installs:
         if self.pending.failed_so_far():
             self.finish()
 
+    def host_ready(self, name: str) -> None:
+        """Wait for `name`'s install; raise its own failure, if any (other hosts aside)."""
+        if name in self.pending.futures:
+            error = self.pending.result(name).error
+            if error is not None:
+                raise error
+
     def finish(self) -> None:
         raise_for_failures(self.ctx, "install", self.pending.results())
 

@@ -246,7 +246,8 @@ def _bootstrap(ctx: RunContext, founders: list[Host], installs: Installs) -> Non
         start_and_wait(ctx, founders[0], f"bootstrap {founders[0].name}")
         ctx.ui.info("bootstrap", "1-member cluster healthy")
         return
-    results = start_new_cluster(ctx, founders, installs.ready)
+    # Each founder waits for its own install only: a quorum of them forms the cluster.
+    results = start_new_cluster(ctx, founders, installs.host_ready)
     started = [h for h in founders if results[h.name].ok]
     if len(started) <= len(founders) // 2:
         raise_for_failures(ctx, "bootstrap", results)

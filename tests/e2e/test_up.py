@@ -124,6 +124,30 @@ def test_parallel_bootstrap_starts_every_member_at_once(make_cli) -> None:
     assert cli("plan").returncode == 0
 
 
+def test_parallel_bootstrap_forms_the_cluster_without_a_founder_that_fails(
+    make_cli, lab: Lab
+) -> None:
+    """etcd3 goes down while the founders install: etcd1 and etcd2 (a quorum) still form
+    the cluster, etcd3 is reported, and a re-run once it is back starts it."""
+    cli = make_cli(3)
+
+    def stop_etcd3(line: str, _proc: object) -> None:
+        if "[bootstrap] starting" in line:
+            lab.stop("etcd3")
+
+    try:
+        code, output = cli.run_reacting("up", "--parallel-bootstrap", react=stop_etcd3)
+        assert code != 0 and "etcd3" in output.strip().splitlines()[-1], output
+        assert "healthy without etcd3" in output, output
+        roles = {m["name"]: m["role"] for m in cli.status()["members"]}
+        assert {roles["etcd1"], roles["etcd2"]} == {"leader", "follower"}, roles
+    finally:
+        lab.start("etcd3")
+    rerun = cli("up")
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_healthy(cli, 3)
+
+
 def test_status_reports_down_member_and_exits_6(make_cli, lab: Lab) -> None:
     cli = make_cli(3)
     cli("up", check=True)
