@@ -4,13 +4,13 @@ gate every change waits on."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator.errors import ClusterUnhealthy
 from orchestrator.etcd_api import EtcdApiError, EtcdClient, Member, MemberStatus
+from orchestrator.polling import Backoff
 
 
 @dataclass
@@ -117,8 +117,7 @@ def wait_healthy(
 ) -> ClusterView:
     """Poll with short backoff until the cluster is healthy (members in `ignore` aside, and
     with `ignore_unstarted` those that never started)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
+    backoff = Backoff(timeout)
     last: ClusterView | None = None
     last_error = ""
     while True:
@@ -129,8 +128,6 @@ def wait_healthy(
                 return last
         except EtcdApiError as exc:
             last_error = str(exc)
-        if time.monotonic() + delay > deadline:
+        if not backoff.pause():
             detail = "; ".join(last.problems()) if last else last_error
             raise ClusterUnhealthy(f"cluster not healthy after {timeout:.0f} s: {detail}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)

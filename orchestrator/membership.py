@@ -3,27 +3,25 @@ only when the list shows the call did not take effect (REFERENCE.md section 2)."
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from orchestrator.cluster import ClusterView
 from orchestrator.errors import ClusterUnhealthy
 from orchestrator.etcd_api import EtcdApiError, EtcdClient, Member
+from orchestrator.polling import Backoff
 
 RETRY_FOR = 30.0  # seconds a transient answer is retried
 
 
-def _backoff(deadline: float, delay: float, what: str, exc: EtcdApiError) -> float:
-    if not exc.transient or time.monotonic() + delay > deadline:
+def _retry_after(backoff: Backoff, what: str, exc: EtcdApiError) -> None:
+    """Pause before retrying a transient answer; raise for any other, or past the deadline."""
+    if not exc.transient or not backoff.pause():
         raise ClusterUnhealthy(f"{what} failed: {exc.reason}") from None
-    time.sleep(delay)
-    return min(delay * 1.5, 0.25)
 
 
 def add_learner(client: EtcdClient, peer_url: str) -> Member:
     """Add `peer_url` as a learner; if a retry finds it already added, return that member."""
-    deadline = time.monotonic() + RETRY_FOR
-    delay = 0.1
+    backoff = Backoff(RETRY_FOR)
     while True:
         try:
             return client.add_learner([peer_url])
@@ -34,13 +32,12 @@ def add_learner(client: EtcdClient, peer_url: str) -> Member:
                 existing = None
             if existing is not None:
                 return existing
-            delay = _backoff(deadline, delay, f"member add {peer_url}", exc)
+            _retry_after(backoff, f"member add {peer_url}", exc)
 
 
 def promote(client: EtcdClient, member_id: int, *, timeout: float = 120) -> None:
     """Promote a learner as soon as etcd says it is in sync (bounded)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
+    backoff = Backoff(timeout)
     while True:
         try:
             client.promote(member_id)
@@ -54,13 +51,12 @@ def promote(client: EtcdClient, member_id: int, *, timeout: float = 120) -> None
                 return  # an earlier call took effect
             if member is None and not exc.unreachable:
                 raise ClusterUnhealthy(f"member {member_id:x} is gone; cannot promote") from None
-            delay = _backoff(deadline, delay, f"promote of member {member_id:x}", exc)
+            _retry_after(backoff, f"promote of member {member_id:x}", exc)
 
 
 def remove(client: EtcdClient, member_id: int, *, timeout: float = RETRY_FOR) -> None:
     """Remove a member; done when the member list no longer holds its ID."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
+    backoff = Backoff(timeout)
     while True:
         try:
             client.remove(member_id)
@@ -71,7 +67,7 @@ def remove(client: EtcdClient, member_id: int, *, timeout: float = RETRY_FOR) ->
                 gone = False
             if gone:
                 return
-            delay = _backoff(deadline, delay, f"member remove {member_id:x}", exc)
+            _retry_after(backoff, f"member remove {member_id:x}", exc)
             continue
         return
 
@@ -100,8 +96,7 @@ def wait_removed(
     client: EtcdClient, member_id: int, endpoints: list[str], *, timeout: float = 60
 ) -> None:
     """Wait until the member list no longer holds `member_id` and the rest have a leader."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
+    backoff = Backoff(timeout)
     while True:
         try:
             members = client.members(endpoints)
@@ -114,10 +109,8 @@ def wait_removed(
                         continue
         except EtcdApiError:
             pass
-        if time.monotonic() + delay > deadline:
+        if not backoff.pause():
             raise ClusterUnhealthy(
                 f"member {member_id:x} still listed, or no leader, "
                 f"{timeout:.0f} s after its removal"
             )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)

@@ -11,7 +11,6 @@ untouched and says where it stopped.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from orchestrator.errors import ClusterUnhealthy, EtcdDeployError, PhaseFailure,
 from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.inventory import Host
 from orchestrator.membership import hand_over_leadership
+from orchestrator.polling import Backoff
 
 LAG_BOUND = 1000  # raft entries a member may trail the leader by and count as caught up
 SETTLE_TIMEOUT = 120.0
@@ -128,8 +128,7 @@ def roll(
 
 def wait_caught_up(ctx: RunContext, member_id: int, timeout: float = SETTLE_TIMEOUT) -> None:
     """Until the whole cluster is healthy and `member_id` trails the leader by little."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
+    backoff = Backoff(timeout)
     last = ""
     while True:
         try:
@@ -139,7 +138,5 @@ def wait_caught_up(ctx: RunContext, member_id: int, timeout: float = SETTLE_TIME
             last = "; ".join(view.problems()) or f"lagging by {lag(view, member_id)} entries"
         except EtcdApiError as exc:
             last = str(exc)
-        if time.monotonic() + delay > deadline:
+        if not backoff.pause():
             raise ClusterUnhealthy(f"not healthy and caught up after {timeout:.0f} s: {last}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)

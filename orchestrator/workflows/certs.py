@@ -8,7 +8,6 @@ as an old+new bundle through the rolling engine first.
 from __future__ import annotations
 
 import shlex
-import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from orchestrator.inventory import Host
 from orchestrator.operations import apply_files
 from orchestrator.pki import HOST_CERT_KINDS, IssuedCert, cert_info, desired_sans
 from orchestrator.plan import ca_file, cert_files
+from orchestrator.polling import Backoff
 from orchestrator.render import pki_paths
 from orchestrator.rolling import roll
 from orchestrator.tls_probe import served_certificate
@@ -188,7 +188,7 @@ def prove_served(ctx: RunContext, host: Host, kinds: dict[str, str]) -> None:
     inv = ctx.inv
     client_cert, client_key = ctx.pki.client_cert_path, ctx.pki.client_key_path
     ports = {"server": inv.cluster.client_port, "peer": inv.cluster.peer_port}
-    deadline = time.monotonic() + PROVE_TIMEOUT
+    backoff = Backoff(PROVE_TIMEOUT, first=0.1, longest=0.3)
     for kind, fingerprint in kinds.items():
         while True:
             try:
@@ -203,13 +203,12 @@ def prove_served(ctx: RunContext, host: Host, kinds: dict[str, str]) -> None:
                     break
             except OSError:
                 pass
-            if time.monotonic() > deadline:
+            if not backoff.pause():
                 raise PhaseFailure(
                     f"renew {host.name}",
                     None,
                     f"still not serving the new {kind} cert after {PROVE_TIMEOUT:.0f} s",
                 )
-            time.sleep(0.3)
     ctx.ui.info(f"renew {host.name}", "serving the new certs: " + ", ".join(kinds))
 
 

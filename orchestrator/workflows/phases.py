@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from orchestrator.inventory import Host
 from orchestrator.operations import journal_tail, setup_host
 from orchestrator.pki import IssuedCert
 from orchestrator.plan import DesiredFile, HostPlan, desired_files
+from orchestrator.polling import Backoff
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.render import pki_paths, render_etcd_env
 from orchestrator.transport import Pending
@@ -200,7 +200,7 @@ def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = F
         f"systemctl enable --quiet etcd.service && systemctl {verb} --no-block etcd.service"
     ).stdout.strip()
     endpoint = ctx.inv.client_url(host)
-    deadline = time.monotonic() + START_TIMEOUT
+    backoff = Backoff(START_TIMEOUT, first=0.05, longest=0.2)  # each try: one SSH command
     while True:
         state = _unit_state(conn)
         if state.get("ActiveState") == "failed" or state.get("SubState") == "auto-restart":
@@ -214,14 +214,13 @@ def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = F
                 return
             except EtcdApiError:
                 pass
-        if time.monotonic() > deadline:
+        if not backoff.pause():
             raise PhaseFailure(
                 phase,
                 None,
                 f"etcd did not answer within {START_TIMEOUT:.0f} s; "
                 "last journal lines:\n" + journal_tail(conn),
             )
-        time.sleep(0.2)
 
 
 START_NOW = "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
@@ -248,13 +247,10 @@ def start_new_cluster(
         conn.run(START_NOW)
 
     results = ctx.pool.map(start, [seed.name])
-    deadline = time.monotonic() + SEED_TIMEOUT
-    delay = 0.02
+    backoff = Backoff(SEED_TIMEOUT, first=0.02, longest=0.2)
     while results[seed.name].ok and not client.peer_serving(ctx.inv.peer_url(seed), 0.5):
-        if time.monotonic() > deadline:
+        if not backoff.pause():
             break  # the others start anyway: a slow start, not a failed one
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
     results |= ctx.pool.map(start, [h.name for h in founders if h is not seed])
     return {h.name: results[h.name] for h in founders}
 
