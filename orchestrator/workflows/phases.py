@@ -200,15 +200,21 @@ def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = F
         f"systemctl enable --quiet etcd.service && systemctl {verb} --no-block etcd.service"
     ).stdout.strip()
     endpoint = ctx.inv.client_url(host)
-    backoff = Backoff(START_TIMEOUT, first=0.05, longest=0.2)  # each try: one SSH command
+    backoff = Backoff(START_TIMEOUT, first=0.05, longest=0.2)
     while True:
+        if not restart:  # nothing answered before: an answer is the new process, ready
+            try:
+                ctx.client().status(endpoint, timeout=2)
+                return
+            except EtcdApiError:
+                pass
         state = _unit_state(conn)
         if state.get("ActiveState") == "failed" or state.get("SubState") == "auto-restart":
             raise PhaseFailure(
                 phase, None, "etcd failed to start; last journal lines:\n" + journal_tail(conn)
             )
-        new_process = not restart or state.get("InvocationID", "") not in ("", before)
-        if new_process and state.get("ActiveState") == "active":
+        new_process = state.get("InvocationID", "") not in ("", before)
+        if restart and new_process and state.get("ActiveState") == "active":
             try:
                 ctx.client().status(endpoint, timeout=2)
                 return
