@@ -186,6 +186,12 @@ def _unit_state(conn: HostConnection) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+# Writing the unit is always followed by a daemon-reload, so enabling needs no reload of
+# its own (each costs systemd about 0.1 s of CPU per host).
+ENABLE = "systemctl enable --quiet --no-reload etcd.service"
+START_NOW = f"{ENABLE} && systemctl start --no-block etcd.service"
+
+
 def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = False) -> None:
     """Start (or restart) etcd without blocking on systemd, then wait until the new process
     is up (systemd says active: etcd notified ready) and answers on its client URL.
@@ -197,7 +203,7 @@ def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = F
     verb = "restart" if restart else "start"
     before = conn.run(
         "systemctl show -p InvocationID --value etcd.service; "
-        f"systemctl enable --quiet etcd.service && systemctl {verb} --no-block etcd.service"
+        f"{ENABLE} && systemctl {verb} --no-block etcd.service"
     ).stdout.strip()
     endpoint = ctx.inv.client_url(host)
     backoff = Backoff(START_TIMEOUT, first=0.05, longest=0.2)
@@ -229,7 +235,6 @@ def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = F
             )
 
 
-START_NOW = "systemctl enable --quiet etcd.service && systemctl start --no-block etcd.service"
 SEED_TIMEOUT = 10.0
 
 

@@ -32,6 +32,7 @@ from orchestrator.render import pki_paths
 from orchestrator.rolling import roll
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
 from orchestrator.workflows.phases import (
+    ENABLE,
     START_NOW,
     START_TIMEOUT,
     Installs,
@@ -367,7 +368,7 @@ def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan])
     back and the run stops with its journal lines."""
     for name, plan in plans.items():
         if plan.enable:
-            ctx.conn(name).run("systemctl enable --quiet etcd.service")
+            ctx.conn(name).run(ENABLE)
     todo = [ctx.inv.host(n) for n, p in plans.items() if p.restart_reasons]
     if not todo:
         return
