@@ -194,7 +194,8 @@ START_NOW = f"{ENABLE} && systemctl start --no-block etcd.service"
 
 def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = False) -> None:
     """Start (or restart) etcd without blocking on systemd, then wait until the new process
-    is up (systemd says active: etcd notified ready) and answers on its client URL.
+    answers on its client URL (etcd serves clients once ready; after a restart, systemd's
+    invocation ID and state tell the new process from the old one).
 
     A process that exits (failed, or waiting to be restarted by systemd) fails the phase
     at once with the member's last journal lines.
