@@ -275,14 +275,16 @@ def member_env(
     state: str,
     members: list[Member] | None = None,
     version: str | None = None,
+    static: bool = False,
 ) -> str:
     """etcd.env for `host`: a new cluster of itself (or of every host, for a parallel
-    bootstrap), or the current members plus itself. `version`: the etcd version the flags
-    are rendered for (default: the inventory's)."""
+    bootstrap or with `static`), or the current members plus itself. `version`: the etcd
+    version the flags are rendered for (default: the inventory's)."""
     inv = ctx.inv
     if state == "new":
-        # One member first (learner mode), or every host at once (bootstrap = "parallel").
-        founders = inv.hosts if inv.cluster.bootstrap == "parallel" else (host,)
+        # One member first (learner mode), or every host at once (bootstrap = "parallel",
+        # or a restore: every member restored, then all started together).
+        founders = inv.hosts if static or inv.cluster.bootstrap == "parallel" else (host,)
         initial = [(h.name, inv.peer_url(h)) for h in founders]
     else:
         own = inv.peer_url(host)

@@ -19,7 +19,6 @@ from orchestrator.errors import SafetyRefusal, UsageError
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
 from orchestrator.plan import plan_host
-from orchestrator.render import render_etcd_env
 from orchestrator.snapshot import verify_integrity
 from orchestrator.versions import parse_version
 from orchestrator.workflows.backup import status_of_snapshot
@@ -30,6 +29,7 @@ from orchestrator.workflows.phases import (
     desired_for,
     install_hosts,
     issue_certs,
+    member_env,
     start_new_cluster,
 )
 
@@ -160,19 +160,10 @@ def run_restore(
                 )
         token = f"{inv.cluster.name}-{secrets.token_hex(6)}"
         obs = Observed(facts, None, token, issue_certs(ctx))
-        initial = [(h.name, inv.peer_url(h)) for h in inv.hosts]
-        envs = {  # every member restored, then all started at once: a static initial cluster
-            h.name: render_etcd_env(
-                inv,
-                h,
-                initial_cluster=initial,
-                initial_state="new",
-                token=token,
-                version=inv.cluster.etcd_version,
-            )
+        paths = {
+            h.name: desired_for(ctx, h, obs, env=member_env(ctx, h, obs, state="new", static=True))
             for h in inv.hosts
         }
-        paths = {h.name: desired_for(ctx, h, obs, env=envs[h.name]) for h in inv.hosts}
         facts = gather_facts(ctx, owner, paths, names)  # again, now with file hashes
         obs.facts = facts
         plans = {
