@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.etcd_api import EtcdClient
 from orchestrator.inventory import Host, Inventory, load_inventory
+from orchestrator.lock import LockOwner, StateLock
 from orchestrator.pki import LocalPKI
 from orchestrator.ui import UI
 
@@ -23,6 +24,7 @@ class RunContext:
         self.pki = LocalPKI(inv.cluster.state_dir, inv.cluster.name)
         self._pool: Pool | None = None
         self._client: EtcdClient | None = None
+        self._state_lock = StateLock(inv.cluster.state_dir)
 
     @property
     def pool(self) -> Pool:
@@ -36,9 +38,14 @@ class RunContext:
     def ssh_used(self) -> bool:
         return self._pool is not None
 
+    def lock_state(self, owner: LockOwner) -> None:
+        """Hold the state dir's lock for the rest of the run (a no-op when held already).
+        Taken before the first local change: CA, certs, inventory edits."""
+        self._state_lock.acquire(owner)
+
     def reload(self) -> None:
-        """Read the inventory file again (after this run edited it)."""
-        self.close()
+        """Read the inventory file again (after this run edited it); the state lock stays."""
+        self._close_connections()
         self.inv = load_inventory(self.inv.path)
         self.pki = LocalPKI(self.inv.cluster.state_dir, self.inv.cluster.name)
 
@@ -62,6 +69,11 @@ class RunContext:
             self._client = None
 
     def close(self) -> None:
+        """End of the run: connections closed, the state lock let go."""
+        self._close_connections()
+        self._state_lock.release()
+
+    def _close_connections(self) -> None:
         self.reset_client()
         if self._pool is not None:
             self._pool.close()

@@ -1,22 +1,32 @@
-"""The per-host run lock: one etcd-deploy run at a time per host (k0sctl's idea).
+"""Run locks: one etcd-deploy run at a time per host (k0sctl's idea) and per state dir.
 
-The lock is a file in /run (gone after a reboot) holding who took it. It is taken by the
-facts command (`set -C` makes the create atomic) and let go at the end of the run. A lock
-is stale when its run is dead: the same control machine and a pid that no longer runs, or
-older than LEASE_SECONDS from anywhere.
+The host lock is a file in /run (gone after a reboot) holding who took it. It is taken by
+the facts command (`set -C` makes the create atomic) and let go at the end of the run. A
+lock is stale when its run is dead: the same control machine and a pid that no longer
+runs, or older than LEASE_SECONDS from anywhere.
+
+The state lock guards the control machine's state dir (CA, certs, inventory edits), which
+a run changes before it reaches any host: two runs that both found no CA would each make
+one. It is an flock, so the kernel lets go of it when its process dies: never stale.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import SafetyRefusal
 
 LOCK_PATH = "/run/etcd-deploy.lock"
 LEASE_SECONDS = 3600
+STATE_LOCK_NAME = ".etcd-deploy.lock"
 
 
 @dataclass(frozen=True)
@@ -94,3 +104,43 @@ def release_script(owner: LockOwner) -> str:
     return (
         f'grep -qF \'"run": "{owner.run_id}"\' {LOCK_PATH} 2>/dev/null && rm -f {LOCK_PATH}; true'
     )
+
+
+class StateLock:
+    """The control machine's lock on one state dir, held by this process until `release`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / STATE_LOCK_NAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, owner: LockOwner) -> None:
+        """Take the lock for `owner`, or refuse when another live run holds it."""
+        if self._fd is not None:
+            return
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = parse_owner(os.read(fd, 4096).decode(errors="replace"))
+            os.close(fd)
+            who = holder.describe() if holder else "a run that is just starting"
+            raise SafetyRefusal(
+                f"{self.path.parent}: locked by another etcd-deploy run, {who}; "
+                "wait for it to finish (this lock goes with its process)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, (owner.render() + "\n").encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing the last descriptor drops the flock
+        self._fd = None

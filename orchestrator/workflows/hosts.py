@@ -54,8 +54,10 @@ def gather_facts(
     """Facts of every host in one command each, taking the run lock on the way.
 
     With `tolerate_unreachable`, hosts SSH cannot reach are left out (and logged) instead
-    of failing the run; a lock held by another live run still does.
+    of failing the run; a lock held by another live run still does. The state dir's lock
+    is taken first.
     """
+    ctx.lock_state(owner)
 
     def one(conn: HostConnection) -> HostFacts:
         wanted = files.get(conn.name, [])

@@ -39,6 +39,7 @@ def add_node(
                 f"{ctx.inv.path}: no host named {name!r}; give --address to add it "
                 f"(hosts: {', '.join(sorted(known))})"
             )
+        ctx.lock_state(new_owner("add-node"))  # the inventory edit is a change too
         add_host_to_file(ctx.inv.path, name, address, etcd_address)
         ctx.reload()
         ctx.ui.info("inventory", f"added {name} ({address}) to {ctx.inv.path}")

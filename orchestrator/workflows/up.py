@@ -160,6 +160,7 @@ def run_up(
         ui.warn("preflight", warning)
     ctx.pool  # noqa: B018 - reads known_hosts and ssh_config now: a broken one changes nothing
     owner = new_owner("plan" if dry_run else "up")
+    ctx.lock_state(owner)  # before the CA and certs: a concurrent run would make its own
     ca_created = not ctx.pki.ca_cert_path.exists()
     certs = issue_certs(ctx)
     placeholder = Observed({}, None, "", certs)

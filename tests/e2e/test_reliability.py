@@ -176,7 +176,7 @@ def test_two_runs_at_once_one_wins_the_other_is_refused(make_cli) -> None:
     ]
     results = [(p.wait(), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
     codes = sorted(code for code, _ in results)
-    assert codes == [0, 5], results
+    assert codes == [0, 5], "\n\n".join(f"exit {code}:\n{err}" for code, err in results)
     refused = next(err for code, err in results if code == 5)
     assert "locked by another etcd-deploy run" in refused
     assert cli.status()["healthy"]

@@ -197,3 +197,57 @@ def test_release_after_takeover(lock_path: Path) -> None:
     sh(takeover_script(me))
     sh(release_script(me))
     assert not lock_path.exists()
+
+
+# ------------------------------------------------------------------ the state dir's lock
+
+
+def test_state_lock_refuses_a_second_holder_naming_the_first(tmp_path: Path) -> None:
+    first, second = lock.StateLock(tmp_path / "state"), lock.StateLock(tmp_path / "state")
+    first.acquire(owner(run_id="first"))
+    assert (tmp_path / "state").is_dir()
+    assert os.stat(first.path).st_mode & 0o777 == 0o600
+    with pytest.raises(lock.SafetyRefusal) as refused:
+        second.acquire(owner(run_id="second"))
+    message = str(refused.value)
+    assert "locked by another etcd-deploy run" in message
+    assert "`up` (pid 4242 on ctl.example" in message
+    assert str(tmp_path / "state") in message
+    assert not second.held
+
+
+def test_state_lock_is_free_again_after_release(tmp_path: Path) -> None:
+    first, second = lock.StateLock(tmp_path), lock.StateLock(tmp_path)
+    first.acquire(owner(run_id="first"))
+    first.acquire(owner(run_id="first"))  # held already: a no-op
+    first.release()
+    assert first.path.read_text() == ""
+    second.acquire(owner(run_id="second"))
+    assert parse_owner(second.path.read_text()) == owner(run_id="second")
+    second.release()
+    second.release()  # released already: a no-op
+
+
+def test_state_lock_of_a_killed_process_is_free(tmp_path: Path) -> None:
+    """flock goes with its process: a run killed with SIGKILL leaves nothing to take over."""
+    holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / lock.STATE_LOCK_NAME),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(lock.SafetyRefusal):
+            lock.StateLock(tmp_path).acquire(owner())
+    finally:
+        holder.kill()
+        holder.wait()
+    state = lock.StateLock(tmp_path)
+    state.acquire(owner())
+    assert state.held
