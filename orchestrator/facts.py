@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from orchestrator.inventory import Inventory
 
 MARK = "@@etcd-deploy@@"
-# File kinds whose text the facts carry, so `plan` can show a diff (never keys).
-TEXT_KINDS = ("unit", "env", "etcdctl-env", "wrapper")
+# File kinds whose text the facts carry, so `plan` can show a diff and a run can tell whose
+# CA a host trusts (never keys).
+TEXT_KINDS = ("unit", "env", "etcdctl-env", "wrapper", "ca")
 
 
 @dataclass(frozen=True)

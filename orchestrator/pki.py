@@ -126,6 +126,15 @@ def cert_info(pem: bytes) -> CertInfo:
     return _info(x509.load_pem_x509_certificate(pem))
 
 
+def pem_fingerprints(pem: bytes) -> set[str]:
+    """sha256 (of the DER) of every certificate in a PEM file or bundle; empty if none parses."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        return set()
+    return {hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest() for c in certs}
+
+
 # --------------------------------------------------------------------------- desired state
 
 
@@ -498,6 +507,12 @@ class LocalPKI:
 
     def trust_pem(self) -> bytes:
         return self.trust_path().read_bytes()
+
+    def known_ca_fingerprints(self) -> set[str]:
+        """Every CA this state dir has held or is about to use: current, next, previous.
+        A host that trusts none of them belongs to a cluster this state dir did not make."""
+        names = (self.ca_cert_path, self.next_ca_cert_path, self.pki_dir / "ca-previous.crt")
+        return {fp for path in names if path.exists() for fp in pem_fingerprints(path.read_bytes())}
 
     def begin_ca_rotation(self, days: int) -> bool:
         """Make the next CA (unless made already) and the old+new bundle. True if made now."""

@@ -291,6 +291,12 @@ def render_etcd_env(
     return "\n".join(lines) + "\n"
 
 
+def env_values(text: str) -> dict[str, str]:
+    """KEY=value pairs of an env file as etcd-deploy writes them (unquoted values)."""
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs if not key.startswith("#")}
+
+
 def env_without_initial(text: str) -> str:
     """`text` without its ETCD_INITIAL_* lines (they only matter at a member's first start)."""
     kept = [

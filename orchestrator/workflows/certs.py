@@ -16,6 +16,7 @@ from orchestrator.context import RunContext
 from orchestrator.errors import PhaseFailure, UsageError
 from orchestrator.etcd_api import Member
 from orchestrator.inventory import Host
+from orchestrator.lock import new_owner
 from orchestrator.operations import apply_files
 from orchestrator.pki import HOST_CERT_KINDS, IssuedCert, cert_info, desired_sans
 from orchestrator.plan import ca_file, cert_files
@@ -24,7 +25,7 @@ from orchestrator.render import pki_paths
 from orchestrator.rolling import roll
 from orchestrator.tls_probe import served_certificate
 from orchestrator.workflows.hosts import locked_hosts, raise_for_failures
-from orchestrator.workflows.phases import start_and_wait
+from orchestrator.workflows.phases import ca_facts, check_ca, start_and_wait
 
 if TYPE_CHECKING:
     from orchestrator.transport import HostConnection
@@ -217,10 +218,13 @@ def run_renew(ctx: RunContext, *, within: int | None, names: list[str]) -> int:
     members that are down (expired certs can have broken the cluster), prove what they serve."""
     inv = ctx.inv
     hosts = [inv.host(n) for n in names] if names else list(inv.hosts)
-    ctx.pki.ensure_ca(inv.cluster.ca_days)
+    ctx.lock_state(new_owner("certs renew"))
+    created = ctx.pki.ensure_ca(inv.cluster.ca_days)
     ctx.pki.ensure_client_cert(inv.cluster.cert_days)
     ctx.reset_client()
-    with locked_hosts(ctx, "certs renew", [h.name for h in hosts]) as facts:
+    scope = [h.name for h in hosts]
+    with locked_hosts(ctx, "certs renew", scope, files=ca_facts(ctx, scope)) as facts:
+        check_ca(ctx, facts, created)
         issued = {
             h.name: ctx.pki.ensure_host_certs(
                 inv,
@@ -269,6 +273,7 @@ def _roll_out_trust(ctx: RunContext, what: str) -> None:
 def run_rotate_ca(ctx: RunContext, *, finish: bool) -> int:
     inv = ctx.inv
     pki = ctx.pki
+    ctx.lock_state(new_owner("certs rotate-ca"))
     pki.ensure_ca(inv.cluster.ca_days)
     names = [h.name for h in inv.hosts]
     with locked_hosts(ctx, "certs rotate-ca", names):

@@ -118,11 +118,17 @@ def release_locks(ctx: RunContext, owner: LockOwner, names: Iterable[str]) -> No
 
 @contextmanager
 def locked_hosts(
-    ctx: RunContext, command: str, names: Iterable[str], *, tolerate_unreachable: bool = False
+    ctx: RunContext,
+    command: str,
+    names: Iterable[str],
+    *,
+    tolerate_unreachable: bool = False,
+    files: dict[str, list[DesiredFile]] | None = None,
 ) -> Iterator[dict[str, HostFacts]]:
-    """Hold the run lock on `names` (their facts are yielded) for the `with` block."""
+    """Hold the run lock on `names` (their facts, with `files`, are yielded) for the `with`
+    block."""
     owner = new_owner(command)
-    facts = gather_facts(ctx, owner, {}, names, tolerate_unreachable=tolerate_unreachable)
+    facts = gather_facts(ctx, owner, files or {}, names, tolerate_unreachable=tolerate_unreachable)
     try:
         yield facts
     finally:

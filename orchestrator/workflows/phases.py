@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -14,8 +13,8 @@ from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
 from orchestrator.operations import journal_tail, setup_host
-from orchestrator.pki import IssuedCert
-from orchestrator.plan import DesiredFile, HostPlan, desired_files
+from orchestrator.pki import IssuedCert, pem_fingerprints
+from orchestrator.plan import DesiredFile, HostPlan, ca_file, desired_files
 from orchestrator.polling import Backoff
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.render import pki_paths, render_etcd_env
@@ -70,20 +69,32 @@ def issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
 
 
 def check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) -> None:
-    """A CA made now while hosts hold another one means the state dir was lost."""
+    """Refuse when a host that holds a cluster trusts none of the state dir's CAs: the state
+    dir was lost (and a CA made again, by this run or an earlier one) or is another
+    cluster's. Certs from our CA would cut that cluster's members off from each other.
+    `facts` must carry the text of the hosts' CA file (see `ca_facts`)."""
     ca_path = pki_paths(ctx.inv)["ca.crt"]
-    digest = hashlib.sha256(ctx.pki.trust_pem()).hexdigest()
-    foreign = [
-        n
-        for n, f in facts.items()
-        if ca_path in f.files and f.files[ca_path].sha256 != digest and f.has_data
-    ]
-    if foreign and created_now:
-        raise SafetyRefusal(
-            f"hosts {', '.join(foreign)} hold a cluster made with another CA, and there is no CA "
-            f"in {ctx.pki.ca_cert_path.parent}: restore the state dir "
-            f"({ctx.inv.cluster.state_dir}) from its backup; nothing was changed"
-        )
+    known = ctx.pki.known_ca_fingerprints()
+    foreign = []
+    for name, f in facts.items():
+        trusted = pem_fingerprints(f.texts.get(ca_path, "").encode())
+        if (f.has_data or f.running) and trusted and not trusted & known:
+            foreign.append(name)
+    if not foreign:
+        return
+    local = ctx.pki.ca_cert_path.parent
+    why = f"there was no CA in {local}" if created_now else f"none of the CAs in {local} is it"
+    raise SafetyRefusal(
+        f"hosts {', '.join(foreign)} hold a cluster that trusts another CA, and {why}: "
+        f"restore the state dir ({ctx.inv.cluster.state_dir}) from its backup; "
+        "nothing was changed"
+    )
+
+
+def ca_facts(ctx: RunContext, names: Iterable[str]) -> dict[str, list[DesiredFile]]:
+    """The facts request that lets `check_ca` read each host's CA file."""
+    ca = ca_file(ctx.inv, ctx.pki.trust_pem())
+    return {name: [ca] for name in names}
 
 
 @dataclass

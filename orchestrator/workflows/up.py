@@ -28,7 +28,7 @@ from orchestrator.membership import add_learner, promote, remove
 from orchestrator.operations import apply_files
 from orchestrator.plan import HostPlan, env_file, plan_host
 from orchestrator.quorum import check_add, check_remove
-from orchestrator.render import pki_paths
+from orchestrator.render import env_values, pki_paths
 from orchestrator.rolling import roll
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
 from orchestrator.workflows.phases import (
@@ -49,10 +49,26 @@ from orchestrator.workflows.phases import (
 
 def _token_from(facts: dict[str, HostFacts], env_path: str) -> str | None:
     for f in facts.values():
-        for line in f.texts.get(env_path, "").splitlines():
-            if line.startswith("ETCD_INITIAL_CLUSTER_TOKEN="):
-                return line.split("=", 1)[1].strip()
+        token = env_values(f.texts.get(env_path, "")).get("ETCD_INITIAL_CLUSTER_TOKEN")
+        if token:
+            return token
     return None
+
+
+def _foreign_data(ctx: RunContext, obs: Observed, scope: list[str]) -> list[str]:
+    """With no cluster answering: hosts whose data dir this inventory's cluster did not
+    write (no etcd.env of ours naming the host: another tool's or a hand-made etcd). `up`
+    would start that data under our certs and join the other hosts to it. (A data dir of
+    another etcd-deploy cluster trusts another CA: `check_ca` refuses it.)"""
+    if obs.view is not None:
+        return []  # `_safety` compares the hosts with the members of the running cluster
+    env_path = f"{ctx.inv.cluster.config_dir}/etcd.env"
+    return [
+        name
+        for name in scope
+        if obs.facts[name].has_data
+        and env_values(obs.facts[name].texts.get(env_path, "")).get("ETCD_NAME") != name
+    ]
 
 
 def _discover(ctx: RunContext, facts: dict[str, HostFacts]) -> ClusterView | None:
@@ -103,7 +119,13 @@ def plan_all(ctx: RunContext, obs: Observed) -> dict[str, HostPlan]:
         member = obs.member_of(ctx, host)
         f = obs.facts[host.name]
         # A member whose host lost etcd and its data is stale: it joins again (after removal).
-        is_member = member is not None and member.started and (f.has_data or f.running)
+        # A learner (a join cut short after its start) joins again too: `_join` promotes it.
+        is_member = (
+            member is not None
+            and member.started
+            and not member.is_learner
+            and (f.has_data or f.running)
+        )
         fresh = obs.view is None and not any(x.has_data for x in obs.facts.values())
         bootstrap = fresh and (i == 0 or ctx.inv.cluster.bootstrap == "parallel")
         if obs.view is None and obs.facts[host.name].has_data:
@@ -178,13 +200,27 @@ def run_up(
                 f"no running cluster to add {only} to: bootstrap it first with etcd-deploy up"
             )
         stale = _safety(ctx, obs, scope, force=force)
+        foreign = _foreign_data(ctx, obs, scope)
+        if foreign and not force:
+            raise SafetyRefusal(
+                f"{', '.join(foreign)}: {inv.cluster.data_dir} holds data that this inventory's "
+                "cluster did not write (no etcd.env of ours names the host) and no member "
+                "answers; to move that data dir aside and start there afresh: "
+                "etcd-deploy up --force"
+            )
+        for name in foreign:
+            obs.facts[name].has_data = False  # planned as bare: its data is moved aside first
         _report_foreign_members(ctx, obs)
         plans = {n: p for n, p in plan_all(ctx, obs).items() if n in scope}
         _refuse_version_changes(ctx, obs, plans, dry_run=dry_run)
         if dry_run:
+            for name in foreign:
+                ui.print(f"{name}: ~ move {inv.cluster.data_dir} aside (--force)")
             print_plan(ctx, plans)
-            pending = any(p.changes for p in plans.values()) or bool(stale)
+            pending = any(p.changes for p in plans.values()) or bool(stale) or bool(foreign)
             return EXIT_CHANGES_PENDING if pending else 0
+        for name in foreign:
+            _move_data_aside(ctx, inv.host(name), "up")
         # A learner-mode bootstrap waits for its one founder: that host installs first.
         founders = [n for n, p in plans.items() if p.membership == "bootstrap"]
         first = founders if len(founders) == 1 else ()
@@ -349,18 +385,20 @@ def _converge_membership(
         if plan.membership == "join":
             installs.ready(name)
             if obs.facts[name].has_data and force:
-                _move_data_aside(ctx, hosts[name])
+                _move_data_aside(ctx, hosts[name], f"join {name}")
             _join(ctx, hosts[name], obs)
 
 
-def _move_data_aside(ctx: RunContext, host: Host) -> None:
+def _move_data_aside(ctx: RunContext, host: Host, phase: str) -> None:
+    """Stop etcd and rename the data dir (never deleted); an empty one takes its place, the
+    etcd user's when there is one (a host of another tool may have none yet)."""
     data = ctx.inv.cluster.data_dir
     aside = f"{data}.etcd-deploy-{time.strftime('%Y%m%d%H%M%S')}"
     ctx.conn(host).run(
-        f"systemctl stop etcd.service; mv {data} {aside} && "
-        f"install -d -m 0700 -o etcd -g etcd {data}"
+        f"systemctl stop etcd.service; mv {data} {aside} && install -d -m 0700 {data} && "
+        f"{{ ! id etcd >/dev/null 2>&1 || chown etcd:etcd {data}; }}"
     )
-    ctx.ui.warn(f"join {host.name}", f"moved the old data dir aside to {aside} (--force)")
+    ctx.ui.warn(phase, f"moved the old data dir aside to {aside} (--force)")
 
 
 def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -245,6 +246,28 @@ def test_second_run_is_refused_by_the_lock_and_stale_lock_is_taken_over(make_cli
     assert lab.exec("etcd2", "cat /run/etcd-deploy.lock", check=False).stdout == ""
 
 
+def test_a_lost_state_dir_is_refused_even_once_a_new_ca_exists(make_cli, lab: Lab) -> None:
+    """The state dir's pki is lost; `status` makes a new CA (and fails: nobody trusts it).
+    `up` and `certs renew` must not push certs of that CA: the cluster would be cut apart."""
+    cli = make_cli(3)
+    cli("up", check=True)
+    pki = _pki(cli)
+    pki.rename(pki.with_name("pki.lost"))
+    on_hosts = {n: lab.exec(n, "sha256sum /etc/etcd/pki/*").stdout for n in THREE}
+    assert cli("status").returncode != 0
+    assert (pki / "ca.crt").exists()
+    for command in (["up"], ["certs", "renew"]):
+        proc = cli(*command)
+        assert proc.returncode == 5, proc.stderr
+        assert "hold a cluster that trusts another CA" in proc.stderr, proc.stderr
+        assert "restore the state dir" in proc.stderr
+    assert {n: lab.exec(n, "sha256sum /etc/etcd/pki/*").stdout for n in THREE} == on_hosts
+    shutil.rmtree(pki)
+    pki.with_name("pki.lost").rename(pki)
+    assert cli("up").returncode == 0
+    _assert_healthy(cli, 3)
+
+
 def test_up_killed_mid_join_converges_on_rerun(make_cli) -> None:
     cli = make_cli(3)
     assert cli.killed_at("[join etcd2] added as learner", "up") == -signal.SIGKILL
@@ -265,3 +288,32 @@ def test_wiped_member_is_refused_then_replaced_with_force(make_cli, lab: Lab) ->
     assert forced.returncode == 0, forced.stderr
     assert "removed stale member" in forced.stderr
     _assert_healthy(cli, 3)
+
+
+def test_data_this_cluster_did_not_write_is_refused_then_moved_aside_with_force(
+    make_cli, lab: Lab, tmp_path: Path, release_mirror: str
+) -> None:
+    """etcd3 holds the data dir of another single-member cluster ("lonely", its config gone:
+    another tool's leftovers). With no cluster of ours running, `up` must not start that data
+    under our certs and join the others to it."""
+    cli = make_cli(3)
+    other = tmp_path / "other" / "inventory.toml"
+    lab.inventory(other, 1, release_url=release_mirror)
+    text = other.read_text().replace('name = "etcd1"', 'name = "lonely"')
+    other.write_text(text.replace(f'"{HOSTS["etcd1"]}"', f'"{HOSTS["etcd3"]}"'))
+    assert Cli(other, cli.env)("up").returncode == 0
+    lab.exec("etcd3", "systemctl stop etcd && rm -rf /etc/etcd")
+
+    proc = cli("up")
+    assert proc.returncode == 5, proc.stderr
+    assert "etcd3: /var/lib/etcd holds data that this inventory's cluster did not write" in (
+        proc.stderr
+    )
+    for name in ("etcd1", "etcd2"):
+        assert lab.exec(name, "ls /etc/etcd /var/lib/etcd", check=False).stdout.strip() == ""
+    forced = cli("up", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "moved the old data dir aside to /var/lib/etcd.etcd-deploy-" in forced.stderr
+    _assert_healthy(cli, 3)
+    kept = lab.exec("etcd3", "ls -d /var/lib/etcd.etcd-deploy-*/member").stdout.strip()
+    assert kept

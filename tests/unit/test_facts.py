@@ -256,8 +256,9 @@ def script_for(tmp_path: Path, **cluster: str) -> str:
     )
 
 
-def test_text_kinds_never_include_secrets_or_certs() -> None:
-    assert set(TEXT_KINDS) == {"unit", "env", "etcdctl-env", "wrapper"}
+def test_text_kinds_never_include_secrets_or_leaf_certs() -> None:
+    """The CA cert is public and read to tell whose cluster a host holds; keys never are."""
+    assert set(TEXT_KINDS) == {"unit", "env", "etcdctl-env", "wrapper", "ca"}
 
 
 def test_script_has_every_section_in_order(tmp_path: Path) -> None:
@@ -280,6 +281,7 @@ def test_script_has_every_section_in_order(tmp_path: Path) -> None:
         "text /etc/etcd/etcd.env",
         "text /etc/etcd/etcdctl.env",
         "text /opt/bin/etcdctl.sh",
+        "text /etc/etcd/pki/ca.crt",
     ]
 
 

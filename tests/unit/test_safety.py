@@ -1,0 +1,105 @@
+"""The checks `up` and `certs renew` make before they change a host: whose CA a host trusts
+(a lost state dir) and whose data a host holds (another tool's data dir). Real local PKI in
+tmp_path, facts built by hand: no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cluster import ClusterView
+from orchestrator.context import RunContext
+from orchestrator.errors import SafetyRefusal
+from orchestrator.facts import HostFacts
+from orchestrator.pki import LocalPKI, pem_fingerprints
+from orchestrator.render import env_values
+from orchestrator.ui import UI
+from orchestrator.workflows.phases import Observed, check_ca
+from orchestrator.workflows.up import _foreign_data
+from tests.unit.helpers import make_inventory
+
+CA_PATH = "/etc/etcd/pki/ca.crt"
+ENV_PATH = "/etc/etcd/etcd.env"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> RunContext:
+    context = RunContext(make_inventory(tmp_path), UI())
+    context.pki.ensure_ca(365)
+    return context
+
+
+def other_ca(tmp_path: Path) -> bytes:
+    pki = LocalPKI(tmp_path / "elsewhere", "demo")
+    pki.ensure_ca(365)
+    return pki.ca_cert_path.read_bytes()
+
+
+def host(ca: bytes | None, *, data: bool = True, env: str | None = None) -> HostFacts:
+    facts = HostFacts(has_data=data)
+    if ca is not None:
+        facts.texts[CA_PATH] = ca.decode()
+    if env is not None:
+        facts.texts[ENV_PATH] = env
+    return facts
+
+
+def test_pem_fingerprints_of_a_bundle_and_of_garbage(ctx: RunContext, tmp_path: Path) -> None:
+    ours, theirs = ctx.pki.ca_cert_path.read_bytes(), other_ca(tmp_path)
+    assert len(pem_fingerprints(ours + theirs)) == 2
+    assert pem_fingerprints(ours) < pem_fingerprints(ours + theirs)
+    assert pem_fingerprints(b"not a cert") == set()
+
+
+def test_hosts_that_trust_our_ca_pass(ctx: RunContext, tmp_path: Path) -> None:
+    ours = ctx.pki.ca_cert_path.read_bytes()
+    facts = {
+        "etcd1": host(ours),
+        "etcd2": host(ours + other_ca(tmp_path)),  # a bundle holding ours
+        "etcd3": host(other_ca(tmp_path), data=False),  # nothing there to protect
+    }
+    check_ca(ctx, facts, created_now=False)
+    check_ca(ctx, {"etcd1": host(None), "etcd2": host(b"garbage")}, created_now=True)
+
+
+@pytest.mark.parametrize(
+    ("created_now", "why"), [(True, "there was no CA in"), (False, "none of the CAs in")]
+)
+def test_a_host_with_data_that_trusts_another_ca_is_refused(
+    ctx: RunContext, tmp_path: Path, created_now: bool, why: str
+) -> None:
+    facts = {"etcd1": host(ctx.pki.ca_cert_path.read_bytes()), "etcd2": host(other_ca(tmp_path))}
+    with pytest.raises(SafetyRefusal) as refused:
+        check_ca(ctx, facts, created_now=created_now)
+    message = str(refused.value)
+    assert message.startswith("hosts etcd2 hold a cluster that trusts another CA")
+    assert why in message and "restore the state dir" in message
+
+
+def test_a_host_that_missed_a_ca_rotation_still_counts_as_ours(ctx: RunContext) -> None:
+    old = ctx.pki.ca_cert_path.read_bytes()
+    ctx.pki.begin_ca_rotation(365)
+    bundle = ctx.pki.bundle_path.read_bytes()
+    ctx.pki.switch_to_next_ca()
+    ctx.pki.end_ca_rotation()
+    check_ca(ctx, {"etcd1": host(old), "etcd2": host(bundle)}, created_now=False)
+
+
+def test_env_values() -> None:
+    text = "# written by etcd-deploy\nETCD_NAME=etcd1\nETCD_INITIAL_CLUSTER=a=1,b=2\n\n"
+    assert env_values(text) == {"ETCD_NAME": "etcd1", "ETCD_INITIAL_CLUSTER": "a=1,b=2"}
+
+
+def test_data_without_an_env_of_ours_naming_the_host_is_foreign(ctx: RunContext) -> None:
+    facts = {
+        "etcd1": host(None, env="ETCD_NAME=etcd1\n"),
+        "etcd2": host(None),  # data, no etcd.env: another tool's
+        "etcd3": host(None, env="ETCD_NAME=lonely\n"),
+    }
+    obs = Observed(facts, None, "demo-1")
+    assert _foreign_data(ctx, obs, ["etcd1", "etcd2", "etcd3"]) == ["etcd2", "etcd3"]
+    facts["etcd2"].has_data = False
+    assert _foreign_data(ctx, obs, ["etcd2"]) == []
+    # With a cluster answering, membership tells instead (see `_safety`).
+    assert _foreign_data(ctx, Observed(facts, ClusterView([]), "demo-1"), ["etcd3"]) == []
