@@ -19,6 +19,7 @@ class ClusterView:
     statuses: dict[int, MemberStatus] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)  # member id -> why it is not healthy
     alarms: list[tuple[int, str]] = field(default_factory=list)
+    tolerated_alarms: frozenset[str] = frozenset()
 
     @property
     def voters(self) -> list[Member]:
@@ -49,10 +50,11 @@ class ClusterView:
         return self.healthy_ignoring(())
 
     def healthy_ignoring(self, ignore: Collection[int]) -> bool:
-        """Healthy, leaving out `ignore` (a joining member that is not up yet)."""
+        """Healthy, leaving out `ignore` (a joining member that is not up yet) and the alarms
+        the view was told to tolerate."""
         return (
             self.leader_ignoring(ignore) is not None
-            and not self.alarms
+            and all(kind in self.tolerated_alarms for _, kind in self.alarms)
             and all(self.is_healthy_member(m.id) for m in self.members if m.id not in ignore)
         )
 
@@ -77,10 +79,15 @@ def _label(view: ClusterView, member_id: int) -> str:
     return (member.name or f"{member_id:x} (not started)") if member else f"{member_id:x}"
 
 
-def observe(client: EtcdClient, endpoints: list[str] | None = None) -> ClusterView:
-    """Members (from any answering endpoint), then status and health of each, in parallel."""
+def observe(
+    client: EtcdClient, endpoints: list[str] | None = None, tolerate: Collection[str] = ()
+) -> ClusterView:
+    """Members (from any answering endpoint), then status and health of each, in parallel.
+
+    `tolerate`: alarm kinds that do not make the cluster unhealthy (defrag is there to clear
+    NOSPACE, and etcd's /health fails with "ALARM NOSPACE" while it is raised)."""
     members = client.members(endpoints)
-    view = ClusterView(members)
+    view = ClusterView(members, tolerated_alarms=frozenset(tolerate))
 
     def probe(member: Member) -> None:
         if not member.client_urls:
@@ -93,11 +100,13 @@ def observe(client: EtcdClient, endpoints: list[str] | None = None) -> ClusterVi
             view.errors[member.id] = exc.reason
             return
         status = view.statuses[member.id]
-        if status.errors:
-            view.errors[member.id] = "; ".join(status.errors)
+        # A raised alarm shows in each member's status errors too ("... alarm:NOSPACE").
+        errors = [e for e in status.errors if not any(kind in e for kind in tolerate)]
+        if errors:
+            view.errors[member.id] = "; ".join(errors)
         elif not member.is_learner:
             ok, reason = client.health(endpoint, timeout=3)
-            if not ok:
+            if not ok and not any(reason == f"ALARM {kind}" for kind in tolerate):
                 view.errors[member.id] = f"unhealthy: {reason}"
 
     with ThreadPoolExecutor(max_workers=max(1, len(members))) as pool:
@@ -114,15 +123,16 @@ def wait_healthy(
     ignore: Collection[int] = (),
     endpoints: list[str] | None = None,
     ignore_unstarted: bool = False,
+    tolerate: Collection[str] = (),
 ) -> ClusterView:
     """Poll with short backoff until the cluster is healthy (members in `ignore` aside, and
-    with `ignore_unstarted` those that never started)."""
+    with `ignore_unstarted` those that never started; alarms in `tolerate` aside)."""
     backoff = Backoff(timeout)
     last: ClusterView | None = None
     last_error = ""
     while True:
         try:
-            last = observe(client, endpoints)
+            last = observe(client, endpoints, tolerate)
             unstarted = {m.id for m in last.members if not m.started} if ignore_unstarted else set()
             if last.healthy_ignoring(set(ignore) | unstarted):
                 return last

@@ -11,7 +11,7 @@ untouched and says where it stopped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from orchestrator.cluster import ClusterView, observe, wait_healthy
@@ -68,10 +68,12 @@ def roll(
     phase: str,
     describe: str,
     dry_run: bool = False,
+    tolerate: Collection[str] = (),
 ) -> RollResult:
-    """Apply `action` to each member of `hosts`, one at a time, in the engine's order."""
+    """Apply `action` to each member of `hosts`, one at a time, in the engine's order.
+    `tolerate`: alarm kinds the health gates overlook (those the action is there to clear)."""
     client = ctx.client()
-    view = observe(client)
+    view = observe(client, tolerate=tolerate)
     members: dict[int, tuple[Host, Member]] = {}
     skipped = []
     for host in hosts:
@@ -95,22 +97,22 @@ def roll(
     done: list[str] = []
     remaining = [m for _, m in members.values()]
     while remaining:
-        view = observe(client)
+        view = observe(client, tolerate=tolerate)
         member = next_member(view, remaining)
         host = members[member.id][0]
         step = f"{phase} {host.name}"
         try:
             ignore = () if view.is_healthy_member(member.id) else {member.id}
-            view = wait_healthy(client, timeout=60, ignore=ignore)
+            view = wait_healthy(client, timeout=60, ignore=ignore, tolerate=tolerate)
             if (
                 member.id == view.leader_id
                 and len(view.voters) > 1
                 and hand_over_leadership(client, view, member, ctx.ui.log) is not None
             ):
-                view = wait_healthy(client, timeout=30, ignore=ignore)
+                view = wait_healthy(client, timeout=30, ignore=ignore, tolerate=tolerate)
             ctx.ui.info(step, describe)
             action(host, member)
-            wait_caught_up(ctx, member.id)
+            wait_caught_up(ctx, member.id, tolerate=tolerate)
         except EtcdDeployError as exc:
             untouched = [members[m.id][0].name for m in remaining if m.id != member.id]
             raise PhaseFailure(
@@ -126,13 +128,18 @@ def roll(
     return RollResult(done, skipped)
 
 
-def wait_caught_up(ctx: RunContext, member_id: int, timeout: float = SETTLE_TIMEOUT) -> None:
+def wait_caught_up(
+    ctx: RunContext,
+    member_id: int,
+    timeout: float = SETTLE_TIMEOUT,
+    tolerate: Collection[str] = (),
+) -> None:
     """Until the whole cluster is healthy and `member_id` trails the leader by little."""
     backoff = Backoff(timeout)
     last = ""
     while True:
         try:
-            view = observe(ctx.client())
+            view = observe(ctx.client(), tolerate=tolerate)
             if is_caught_up(view, member_id):
                 return
             last = "; ".join(view.problems()) or f"lagging by {lag(view, member_id)} entries"

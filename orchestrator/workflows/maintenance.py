@@ -61,6 +61,7 @@ def run_defrag(ctx: RunContext, *, threshold: float, dry_run: bool) -> int:
             phase="defrag",
             describe=f"defragment if at least {threshold:g}% of its DB is free",
             dry_run=dry_run,
+            tolerate=("NOSPACE",),  # defrag is how the space comes back
         )
     if dry_run:
         return 0

@@ -106,6 +106,45 @@ def test_defrag_shrinks_the_db_leader_last(make_cli) -> None:
     assert again.stderr.count("skipped:") == 3
 
 
+def test_defrag_clears_a_nospace_alarm(make_cli) -> None:
+    """A DB past its quota raises NOSPACE (writes refused, every /health false): defrag must
+    get past its own health gates, give the space back and disarm the alarm."""
+    cli = make_cli(3)
+    cli.inventory.write_text(
+        cli.inventory.read_text().replace(
+            "[ssh]", "[cluster.flags]\nquota-backend-bytes = 3000000\n\n[ssh]"
+        )
+    )
+    cli("up", check=True)
+    value = base64.b64encode(b"x" * 100_000).decode()
+    with client_for(_pki(cli), timeout=30) as client:
+        for i in range(200):  # 20 MB: far past the 3 MB quota
+            key = base64.b64encode(f"/fill/{i:05d}".encode()).decode()
+            put = client.post(f"{ENDPOINTS[0]}/v3/kv/put", json={"key": key, "value": value})
+            if "space exceeded" in put.text:
+                break
+        else:
+            raise AssertionError("the quota was never reached")
+        status = cli.status()
+        assert not status["healthy"] and "NOSPACE" in status["summary"], status
+        rev = client.post(
+            f"{ENDPOINTS[0]}/v3/kv/deleterange",
+            json={
+                "key": base64.b64encode(b"/fill/").decode(),
+                "range_end": base64.b64encode(b"/fill0").decode(),
+            },
+        ).json()["header"]["revision"]
+        client.post(f"{ENDPOINTS[0]}/v3/kv/compaction", json={"revision": rev, "physical": True})
+        proc = cli("defrag", "--threshold", "10")
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(_order(proc.stderr, "defrag")) == THREE, proc.stderr
+        assert "NOSPACE alarm of member" in proc.stderr
+        key = base64.b64encode(b"/after-defrag").decode()
+        put = client.post(f"{ENDPOINTS[0]}/v3/kv/put", json={"key": key, "value": value})
+        assert put.status_code == 200 and "error" not in put.json(), put.text
+    assert cli.status()["healthy"]
+
+
 def test_rolling_restart_one_at_a_time_leader_last(make_cli, lab: Lab) -> None:
     cli = make_cli(3)
     cli("up", check=True)

@@ -278,3 +278,22 @@ def test_a_joining_member_can_be_left_out_of_the_gate() -> None:
         wait_healthy(client, timeout=0)  # type: ignore[arg-type]
     view = wait_healthy(client, timeout=0, ignore={4})  # type: ignore[arg-type]
     assert not view.healthy and view.healthy_ignoring({4})
+
+
+def test_a_tolerated_alarm_leaves_the_gate_open_and_others_do_not() -> None:
+    """While NOSPACE is raised, every member's status lists it and /health fails with
+    "ALARM NOSPACE"; defrag, which is there to clear it, tolerates exactly that."""
+    client = healthy_client(THREE)
+    client.alarm_list = [(2, "NOSPACE")]
+    for m in THREE:
+        client.statuses[m.client_urls[0]] = status(m.id, errors=("memberID:2 alarm:NOSPACE ",))
+        client.health_of[m.client_urls[0]] = (False, "ALARM NOSPACE")
+    assert not observe(client).healthy  # type: ignore[arg-type]
+    view = wait_healthy(client, timeout=0, tolerate=("NOSPACE",))  # type: ignore[arg-type]
+    assert view.healthy and view.problems() == ["alarm NOSPACE on etcd2"]
+    client.alarm_list = [(2, "NOSPACE"), (3, "CORRUPT")]
+    assert not observe(client, tolerate=("NOSPACE",)).healthy  # type: ignore[arg-type]
+    client.alarm_list = [(2, "NOSPACE")]
+    client.health_of[THREE[0].client_urls[0]] = (False, "RAFT NO LEADER")
+    view = observe(client, tolerate=("NOSPACE",))  # type: ignore[arg-type]
+    assert view.errors == {1: "unhealthy: RAFT NO LEADER"}
