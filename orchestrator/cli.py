@@ -32,6 +32,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Deploy and operate production etcd clusters over SSH, agentless.",
+    epilog="Exit codes: 0 ok, 1 failed, 2 usage/inventory error, 3 preflight, 4 SSH, "
+    "5 refused for safety, 6 cluster unhealthy, 7 certs need renewal (certs check), "
+    "10 changes pending (plan), 130 interrupted.",
 )
 
 
@@ -45,7 +48,7 @@ INVENTORY_OPT = typer.Option(
     "-i",
     "--inventory",
     metavar="PATH",
-    help="Inventory file [default: $ETCD_DEPLOY_INVENTORY or ./inventory.toml].",
+    help="Inventory file \\[default: $ETCD_DEPLOY_INVENTORY or ./inventory.toml].",
 )
 VERBOSE_OPT = typer.Option(False, "-v", "--verbose", help="Show remote commands (no secrets).")
 LOG_FORMAT_OPT = typer.Option(
@@ -132,12 +135,8 @@ def root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """Deploy and operate production etcd clusters over SSH, agentless.
-
-    Exit codes: 0 ok, 1 failed, 2 usage/inventory error, 3 preflight, 4 SSH,
-    5 refused for safety, 6 cluster unhealthy, 7 certs need renewal (certs check),
-    10 changes pending (plan).
-    """
+    """Deploy and operate production etcd clusters over SSH, agentless (exit codes: see
+    the app's epilog)."""
 
 
 @app.command()
@@ -327,7 +326,7 @@ backup_app = typer.Typer(
 )
 app.add_typer(backup_app, name="backup")
 OUT_DIR_OPT = typer.Option(
-    None, "-o", "--output-dir", help="Local folder [default: backups/ in the state dir]."
+    None, "-o", "--output-dir", help="Local folder \\[default: backups/ in the state dir]."
 )
 
 
@@ -491,7 +490,7 @@ def defrag(
 
 @app.command()
 def restart(
-    hosts: list[str] = typer.Argument(None, help="Hosts to restart [default: all]."),
+    hosts: list[str] = typer.Argument(None, help="Hosts to restart \\[default: all]."),
     inventory: Path | None = INVENTORY_OPT,
     dry_run: bool = DRY_RUN_OPT,
     verbose: bool = VERBOSE_OPT,
@@ -534,10 +533,10 @@ def certs_check(
 
 @certs_app.command("renew")
 def certs_renew(
-    hosts: list[str] = typer.Argument(None, help="Hosts to renew [default: all]."),
+    hosts: list[str] = typer.Argument(None, help="Hosts to renew \\[default: all]."),
     inventory: Path | None = INVENTORY_OPT,
     within: int | None = typer.Option(
-        None, "--within", min=0, help="Only certs expiring within DAYS [default: all certs]."
+        None, "--within", min=0, help="Only certs expiring within DAYS \\[default: all certs]."
     ),
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,

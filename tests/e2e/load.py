@@ -133,7 +133,9 @@ class DownSampler:
     _thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        with client_for(self.pki_dir, timeout=0.5) as client:
+        # A member slower than 2 s counts as down: with less, a member of the busy 2-core lab
+        # that answers late (while another one unpacks an upgrade, say) would count as down.
+        with client_for(self.pki_dir, timeout=2.0) as client:
             while not self._stop.is_set():
                 down = 0
                 for endpoint in self.endpoints:

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from orchestrator.pki import HOST_CERT_KINDS
 from orchestrator.tls_probe import served_certificate
 from tests.e2e.conftest import Cli, unit_started_at
 from tests.e2e.load import DownSampler, Writer
@@ -95,15 +96,20 @@ def test_a_cluster_whose_certs_expired_is_brought_back_by_renew(make_cli, lab: L
     cli("up", check=True)
     pki = _pki(cli)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    for name in THREE:
-        for kind in ("server", "peer"):
-            local = pki / name / f"{kind}.crt"
-            template = x509.load_pem_x509_certificate(local.read_bytes())
-            cert, key = _sign(pki, "ca", template, not_after=past)
-            local.write_bytes(cert)
-            (pki / name / f"{kind}.key").write_bytes(key)
+
+    def expire(local: Path, *, client: bool) -> tuple[bytes, bytes]:
+        template = x509.load_pem_x509_certificate(local.read_bytes())
+        cert, key = _sign(pki, "ca", template, not_after=past, client=client)
+        local.write_bytes(cert)
+        local.with_suffix(".key").write_bytes(key)
+        return cert, key
+
+    for name in THREE:  # every leaf: server, peer, etcdctl's and the apiserver's client certs
+        for kind in HOST_CERT_KINDS:
+            cert, key = expire(pki / name / f"{kind}.crt", client=kind not in ("server", "peer"))
             for suffix, data in (("crt", cert), ("key", key)):
                 lab.exec(name, f"cat > /etc/etcd/pki/{kind}.{suffix} <<'EOF'\n{data.decode()}EOF")
+    expire(pki / "etcd-deploy-client.crt", client=True)  # the control machine's own
     for name in THREE:
         lab.exec(name, "systemctl restart --no-block etcd")
     assert cli("status").returncode == 6
@@ -113,6 +119,8 @@ def test_a_cluster_whose_certs_expired_is_brought_back_by_renew(make_cli, lab: L
     assert proc.returncode == 0, proc.stderr
     assert cli.status()["healthy"]
     assert _check(cli)[0] == 0
+    for name in THREE:
+        assert "is healthy" in lab.exec(name, "/opt/bin/etcdctl.sh endpoint health 2>&1").stdout
 
 
 def test_rotate_ca_under_load_leaves_no_trace_of_the_old_ca(make_cli, lab: Lab, load_table) -> None:
