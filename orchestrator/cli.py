@@ -538,6 +538,9 @@ def certs_renew(
     within: int | None = typer.Option(
         None, "--within", min=0, help="Only certs expiring within DAYS \\[default: all certs]."
     ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say which certs would be re-issued and why (exit 10 if any)."
+    ),
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
@@ -548,7 +551,10 @@ def certs_renew(
     from orchestrator.workflows.certs import run_renew
 
     _run(
-        inventory, verbose, log_format, lambda ctx: run_renew(ctx, within=within, names=hosts or [])
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_renew(ctx, within=within, names=hosts or [], dry_run=dry_run),
     )
 
 
@@ -558,6 +564,7 @@ def certs_rotate_ca(
     finish: bool = typer.Option(
         False, "--finish", help="Last step: drop the old CA from every member."
     ),
+    dry_run: bool = DRY_RUN_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
@@ -567,7 +574,12 @@ def certs_rotate_ca(
     """
     from orchestrator.workflows.certs import run_rotate_ca
 
-    _run(inventory, verbose, log_format, lambda ctx: run_rotate_ca(ctx, finish=finish))
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_rotate_ca(ctx, finish=finish, dry_run=dry_run),
+    )
 
 
 def main() -> None:

@@ -205,7 +205,7 @@ class IssuedCert:
     kind: str
     cert_pem: bytes
     key_pem: bytes
-    changed: bool  # True when a new cert and key were written now
+    changed: bool  # True when a new cert and key were written now (or would be, dry run)
     reason: str  # "reused: ..." or "issued: ..."
 
 
@@ -554,6 +554,7 @@ class LocalPKI:
         days: float,
         renew_within_days: float,
         force: bool,
+        dry_run: bool = False,
     ) -> IssuedCert:
         ca_cert, ca_key = self._load_ca()
         window = renew_window_days(renew_within_days, days)
@@ -562,6 +563,8 @@ class LocalPKI:
             return IssuedCert(kind, cert_path.read_bytes(), key_path.read_bytes(), False, reason)
         if reuse:
             reason = "issued: forced"
+        if dry_run:
+            return IssuedCert(kind, b"", b"", True, reason)
         _private_dir(cert_path.parent)
         cert, key = _make_leaf(profile, days, ca_cert, ca_key)
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -578,14 +581,18 @@ class LocalPKI:
         *,
         renew_within_days: int = DEFAULT_RENEW_WITHIN_DAYS,
         force: bool = False,
+        dry_run: bool = False,
     ) -> dict[str, IssuedCert]:
-        """Reuse or (re-)issue the four certs of `host`; see the module docstring."""
+        """Reuse or (re-)issue the four certs of `host`; see the module docstring. With
+        `dry_run` nothing is written: a cert to re-issue comes back `changed`, without PEM."""
         days = inv.cluster.cert_days
         out: dict[str, IssuedCert] = {}
         for kind in HOST_CERT_KINDS:
             crt, key = self.host_cert_paths(host.name, kind)
             profile = _host_profile(inv, host, kind)
-            out[kind] = self._ensure_leaf(kind, crt, key, profile, days, renew_within_days, force)
+            out[kind] = self._ensure_leaf(
+                kind, crt, key, profile, days, renew_within_days, force, dry_run
+            )
         return out
 
     @property

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cluster import wait_healthy
 from orchestrator.context import RunContext
-from orchestrator.errors import PhaseFailure, UsageError
+from orchestrator.errors import EXIT_CHANGES_PENDING, PhaseFailure, UsageError
 from orchestrator.etcd_api import Member
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
@@ -213,11 +213,35 @@ def prove_served(ctx: RunContext, host: Host, kinds: dict[str, str]) -> None:
     ctx.ui.info(f"renew {host.name}", "serving the new certs: " + ", ".join(kinds))
 
 
-def run_renew(ctx: RunContext, *, within: int | None, names: list[str]) -> int:
+def _renew_dry_run(ctx: RunContext, hosts: list[Host], within: int | None) -> int:
+    """Which leaves `certs renew` would re-issue, and why; exit 10 when any (like `plan`)."""
+    if not ctx.pki.ca_cert_path.exists():
+        raise UsageError(f"no CA in {ctx.pki.pki_dir}: nothing to renew (etcd-deploy up makes it)")
+    pending = False
+    for host in hosts:
+        certs = ctx.pki.ensure_host_certs(
+            ctx.inv,
+            host,
+            renew_within_days=within if within is not None else 0,
+            force=within is None,
+            dry_run=True,
+        )
+        for cert in certs.values():
+            pending |= cert.changed
+            verdict = cert.reason.replace("issued:", "would re-issue:", 1)
+            ctx.ui.print(f"[renew {host.name}] {cert.kind}: {verdict}")
+    return EXIT_CHANGES_PENDING if pending else 0
+
+
+def run_renew(
+    ctx: RunContext, *, within: int | None, names: list[str], dry_run: bool = False
+) -> int:
     """Re-issue leaves (all, or those expiring within `within` days) and push them; start
     members that are down (expired certs can have broken the cluster), prove what they serve."""
     inv = ctx.inv
     hosts = [inv.host(n) for n in names] if names else list(inv.hosts)
+    if dry_run:
+        return _renew_dry_run(ctx, hosts, within)
     ctx.lock_state(new_owner("certs renew"))
     created = ctx.pki.ensure_ca(inv.cluster.ca_days)
     ctx.pki.ensure_client_cert(inv.cluster.cert_days)
@@ -270,9 +294,34 @@ def _roll_out_trust(ctx: RunContext, what: str) -> None:
     roll(ctx, list(ctx.inv.hosts), restart, phase="rotate-ca", describe=what)
 
 
-def run_rotate_ca(ctx: RunContext, *, finish: bool) -> int:
+def _rotate_ca_dry_run(ctx: RunContext, *, finish: bool) -> int:
+    """The steps `certs rotate-ca` (or its --finish) would take from the current stage, and
+    the order of the members' restarts."""
+    stage = ctx.pki.rotation_stage
+    if finish and stage != "switched":
+        raise UsageError("no CA rotation to finish: run etcd-deploy certs rotate-ca first")
+    hosts = list(ctx.inv.hosts)
+    if finish:
+        describe = "trust only the new CA (restart)"
+    else:
+        if stage == "":
+            ctx.ui.print("[rotate-ca] would make a new CA; every member would trust old and new")
+        describe = "trust old and new CA (restart)"
+    if finish or stage in ("", "begun"):
+        roll(ctx, hosts, lambda _h, _m: None, phase="rotate-ca", describe=describe, dry_run=True)
+    if not finish:
+        ctx.ui.print(
+            "[rotate-ca] would then sign with the new CA, re-issue and push every leaf cert "
+            "(no restart), and prove each member serves its new certs"
+        )
+    return 0
+
+
+def run_rotate_ca(ctx: RunContext, *, finish: bool, dry_run: bool = False) -> int:
     inv = ctx.inv
     pki = ctx.pki
+    if dry_run:
+        return _rotate_ca_dry_run(ctx, finish=finish)
     ctx.lock_state(new_owner("certs rotate-ca"))
     pki.ensure_ca(inv.cluster.ca_days)
     names = [h.name for h in inv.hosts]

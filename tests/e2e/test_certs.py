@@ -128,6 +128,11 @@ def test_rotate_ca_under_load_leaves_no_trace_of_the_old_ca(make_cli, lab: Lab, 
     cli("up", check=True)
     pki = _pki(cli)
     old_ca = (pki / "ca.crt").read_bytes()
+    dry = cli("certs", "rotate-ca", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    steps = [line for line in dry.stdout.splitlines() if "would trust old and new CA" in line]
+    assert len(steps) == 3 and "leadership handed over first" in steps[-1], dry.stdout
+    assert (pki / "ca.crt").read_bytes() == old_ca and not (pki / "ca-bundle.crt").exists()
     writer = Writer(ENDPOINTS, pki).start()
     try:
         first = cli("certs", "rotate-ca")

@@ -183,14 +183,18 @@ def test_two_runs_at_once_one_wins_the_other_is_refused(make_cli) -> None:
 
 
 def test_no_secret_reaches_the_logs(make_cli) -> None:
+    """Every command that sends keys, at -v: up, certs renew, certs rotate-ca."""
     cli = make_cli(3)
-    proc = cli("up", "-v")
-    assert proc.returncode == 0, proc.stderr
-    output = proc.stdout + proc.stderr
+    output = ""
+    keys: dict[str, Path] = {}  # every key body each command left (renew replaces them)
+    for command in (["up"], ["certs", "renew"], ["certs", "rotate-ca"]):
+        proc = cli(*command, "-v")
+        assert proc.returncode == 0, proc.stderr
+        output += proc.stdout + proc.stderr
+        keys |= {"".join(k.read_text().splitlines()[1:-1]): k for k in _pki(cli).rglob("*.key")}
     assert "$ " in output  # -v shows the remote commands
     assert "PRIVATE KEY" not in output
-    for key in _pki(cli).rglob("*.key"):
-        body = "".join(key.read_text().splitlines()[1:-1])
+    for body, key in keys.items():
         for start in range(0, len(body) - 24, 24):
             assert body[start : start + 24] not in output, key
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -19,6 +20,7 @@ import pytest
 from tests.e2e.conftest import Cli, unit_started_at
 from tests.e2e.load import DownSampler
 from tests.lab.driver import HOSTS, Lab
+from tests.lab.mirror import default_mirror_dir
 
 THREE = ["etcd1", "etcd2", "etcd3"]
 
@@ -188,6 +190,64 @@ def test_bad_inventory_is_one_line_exit_2(make_cli) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "ssh.prot" in lines[0] and str(cli.inventory) in lines[0]
+
+
+def _untouched(lab: Lab) -> None:
+    for name in THREE:
+        left = lab.exec(
+            name, "id etcd; ls /etc/etcd /opt/bin/etcd /run/etcd-deploy.lock", check=False
+        )
+        assert left.stdout.strip() == "", (name, left.stdout)
+
+
+def _one_error(proc: subprocess.CompletedProcess[str], code: int, expected: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_release_problems_are_one_error_exit_3_and_change_no_host(
+    make_cli, lab: Lab, tmp_path: Path
+) -> None:
+    """A version the mirror does not have, and a tarball whose checksum does not match its
+    SHA256SUMS (a local mirror folder, an empty release cache): found before any change."""
+    cli = make_cli(3)
+    mirror = tmp_path / "tampered"
+    shutil.copytree(default_mirror_dir() / "v3.5.1", mirror / "v3.5.1")
+    sums = mirror / "v3.5.1" / "SHA256SUMS"
+    sums.write_text(re.sub(r"^[0-9a-f]{64}", "0" * 64, sums.read_text(), flags=re.M))
+    run = Cli(cli.inventory, dict(cli.env, XDG_CACHE_HOME=str(tmp_path / "empty-cache")))
+    text = cli.inventory.read_text()
+    cases = [
+        (re.sub(r'etcd_version = "[^"]+"', 'etcd_version = "3.5.77"', text), "3.5.77"),
+        (
+            re.sub(r'release_url = "[^"]+"', f'release_url = "{mirror}"', text),
+            "checksum mismatch for etcd-v3.5.1-linux-amd64.tar.gz",
+        ),
+    ]
+    for inventory, expected in cases:
+        cli.inventory.write_text(inventory)
+        _one_error(run("up"), 3, expected)
+        _untouched(lab)
+
+
+def test_unknown_host_key_is_refused_and_nothing_changes(make_cli, lab: Lab) -> None:
+    cli = make_cli(3)
+    known = Path(lab.known_hosts)
+    partial = cli.inventory.parent / "known_hosts.partial"
+    partial.write_text(
+        "".join(
+            line + "\n"
+            for line in known.read_text().splitlines()
+            if not line.startswith(HOSTS["etcd2"] + " ")
+        )
+    )
+    cli.inventory.write_text(cli.inventory.read_text().replace(str(known), str(partial)))
+    proc = cli("up")
+    _one_error(proc, 4, "the host key of " + HOSTS["etcd2"] + " is unknown")
+    assert "etcd2" in proc.stderr
+    _untouched(lab)
 
 
 def test_changed_host_key_is_refused_and_nothing_changes(make_cli, lab: Lab) -> None:
