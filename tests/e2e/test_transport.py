@@ -32,3 +32,29 @@ def test_output_is_complete_even_when_the_exit_status_arrives_first(
     finally:
         pool.close()
     assert {n: r.value for n, r in results.items()} == {n: [] for n in HOSTS}
+
+
+def test_up_as_a_sudo_user_through_a_jump_host(make_cli, lab: Lab) -> None:
+    """The inventory's `user` + `sudo = true` and `jump_host`: a non-root user whose commands
+    run under `sudo -n`, every host reached through etcd4 (strict host keys on both hops)."""
+    cli = make_cli(3)
+    for name in ("etcd1", "etcd2", "etcd3"):
+        lab.exec(
+            name,
+            "id deploy >/dev/null 2>&1 || useradd -m -s /bin/sh deploy; "
+            "echo 'deploy ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/etcd-deploy-lab; "
+            "chmod 0440 /etc/sudoers.d/etcd-deploy-lab",
+        )
+    text = cli.inventory.read_text().replace(
+        'user = "root"\n', f'user = "deploy"\nsudo = true\njump_host = "root@{HOSTS["etcd4"]}"\n'
+    )
+    cli.inventory.write_text(text)
+    first = cli("up")
+    assert first.returncode == 0, first.stderr
+    assert cli.status()["healthy"]
+    again = cli("up")
+    assert again.returncode == 0 and again.stderr.count("no changes:") == 3, again.stderr
+    for name in ("etcd1", "etcd2", "etcd3"):
+        assert lab.exec(name, "ps -o user= -C etcd").stdout.split() == ["etcd"]
+        log = lab.exec(name, "journalctl -u ssh --no-pager -o cat").stdout
+        assert f"Accepted publickey for deploy from {HOSTS['etcd4']}" in log, name

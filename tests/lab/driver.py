@@ -38,6 +38,7 @@ systemctl disable etcd.service 'etcd-backup.timer' >/dev/null 2>&1
 rm -rf /etc/systemd/system/etcd* /etc/etcd /var/lib/etcd* /opt/bin /var/lib/etcd-deploy \
        /var/backups/etcd* /run/etcd-deploy* /var/tmp/etcd-deploy* /tmp/etcd-deploy*
 userdel etcd >/dev/null 2>&1; groupdel etcd >/dev/null 2>&1
+userdel -r deploy >/dev/null 2>&1; rm -f /etc/sudoers.d/etcd-deploy-lab
 systemctl daemon-reload
 systemctl reset-failed
 ip route flush type blackhole >/dev/null 2>&1
