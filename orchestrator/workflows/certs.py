@@ -294,12 +294,17 @@ def _roll_out_trust(ctx: RunContext, what: str) -> None:
     roll(ctx, list(ctx.inv.hosts), restart, phase="rotate-ca", describe=what)
 
 
+def _require_rotation_to_finish(ctx: RunContext) -> None:
+    if ctx.pki.rotation_stage != "switched":
+        raise UsageError("no CA rotation to finish: run etcd-deploy certs rotate-ca first")
+
+
 def _rotate_ca_dry_run(ctx: RunContext, *, finish: bool) -> int:
     """The steps `certs rotate-ca` (or its --finish) would take from the current stage, and
     the order of the members' restarts."""
     stage = ctx.pki.rotation_stage
-    if finish and stage != "switched":
-        raise UsageError("no CA rotation to finish: run etcd-deploy certs rotate-ca first")
+    if finish:
+        _require_rotation_to_finish(ctx)
     hosts = list(ctx.inv.hosts)
     if finish:
         describe = "trust only the new CA (restart)"
@@ -328,8 +333,7 @@ def run_rotate_ca(ctx: RunContext, *, finish: bool, dry_run: bool = False) -> in
     with locked_hosts(ctx, "certs rotate-ca", names):
         wait_healthy(ctx.client(), timeout=60)
         if finish:
-            if pki.rotation_stage != "switched":
-                raise UsageError("no CA rotation to finish: run etcd-deploy certs rotate-ca first")
+            _require_rotation_to_finish(ctx)
             pki.end_ca_rotation()
             _roll_out_trust(ctx, "trust only the new CA (restart)")
             ctx.reset_client()

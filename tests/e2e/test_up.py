@@ -61,6 +61,15 @@ def test_up_three_nodes_is_secure_and_idempotent(make_cli, lab: Lab) -> None:
         assert lab.exec(name, "ps -o user= -C etcd").stdout.split() == ["etcd"]
         modes = lab.exec(name, "stat -c '%a %U %n' /etc/etcd/pki/*.key").stdout.splitlines()
         assert len(modes) == 4 and all(m.startswith("600 etcd ") for m in modes), modes
+        owners = lab.exec(
+            name,
+            "stat -c '%a %U %G %n' /var/lib/etcd /etc/etcd/pki /etc/etcd/pki/*.crt "
+            "/etc/etcd/etcd.env",
+        ).stdout.splitlines()
+        assert owners[:2] == ["700 etcd etcd /var/lib/etcd", "700 etcd etcd /etc/etcd/pki"]
+        assert owners[-1] == "640 root etcd /etc/etcd/etcd.env"
+        crts = owners[2:-1]
+        assert len(crts) == 5 and all(c.startswith("644 etcd etcd ") for c in crts), crts
         keys = lab.exec(name, "find / -xdev -type f -name '*.key' -exec sha256sum {} +").stdout
         assert ca_key_sha not in keys and "ca.key" not in keys
         verify = lab.exec(name, "systemd-analyze verify /etc/systemd/system/etcd.service 2>&1")
