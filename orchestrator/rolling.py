@@ -97,7 +97,11 @@ def roll(
     done: list[str] = []
     remaining = [m for _, m in members.values()]
     while remaining:
-        view = observe(client, tolerate=tolerate)
+        try:
+            view = observe(client, tolerate=tolerate)
+        except EtcdDeployError as exc:
+            names = [members[m.id][0].name for m in remaining]
+            raise _stopped(phase, None, exc, done, names) from None
         member = next_member(view, remaining)
         host = members[member.id][0]
         step = f"{phase} {host.name}"
@@ -115,17 +119,25 @@ def roll(
             wait_caught_up(ctx, member.id, tolerate=tolerate)
         except EtcdDeployError as exc:
             untouched = [members[m.id][0].name for m in remaining if m.id != member.id]
-            raise PhaseFailure(
-                phase,
-                host.name,
-                f"{detail_of(exc)}\nstopped at {host.name}; done: {', '.join(done) or 'none'}; "
-                f"untouched: {', '.join(untouched) or 'none'}",
-                exit_code=exc.exit_code,
-            ) from None
+            raise _stopped(phase, host.name, exc, done, untouched) from None
         ctx.ui.info(step, "healthy and caught up")
         done.append(host.name)
         remaining.remove(member)
     return RollResult(done, skipped)
+
+
+def _stopped(
+    phase: str, at: str | None, exc: EtcdDeployError, done: list[str], untouched: list[str]
+) -> PhaseFailure:
+    """The failure that ends a roll: what failed, where it stopped, what is done and not."""
+    where = f"stopped at {at}" if at else "stopped before the next member (no member answered)"
+    return PhaseFailure(
+        phase,
+        at,
+        f"{detail_of(exc)}\n{where}; done: {', '.join(done) or 'none'}; "
+        f"untouched: {', '.join(untouched) or 'none'}",
+        exit_code=exc.exit_code,
+    )
 
 
 def wait_caught_up(
