@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import httpx
+
 from tests.e2e.conftest import Cli, unit_started_at
 from tests.e2e.load import DownSampler, Writer, client_for, put_keys
 from tests.lab.driver import HOSTS, Lab
@@ -29,6 +31,19 @@ def _order(stderr: str, phase: str) -> list[str]:
         if f"[{phase} " in line and "healthy and caught up" in line:
             names.append(line.split(f"[{phase} ", 1)[1].split("]", 1)[0])
     return names
+
+
+def _delete_and_compact(client: httpx.Client, key: bytes, range_end: bytes) -> None:
+    """Delete [key, range_end) and compact physically: the DB file keeps its size, its
+    pages go free (what defrag gives back)."""
+    rev = client.post(
+        f"{ENDPOINTS[0]}/v3/kv/deleterange",
+        json={
+            "key": base64.b64encode(key).decode(),
+            "range_end": base64.b64encode(range_end).decode(),
+        },
+    ).json()["header"]["revision"]
+    client.post(f"{ENDPOINTS[0]}/v3/kv/compaction", json={"revision": rev, "physical": True})
 
 
 def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli, load_table) -> None:
@@ -86,14 +101,7 @@ def test_defrag_shrinks_the_db_leader_last(make_cli) -> None:
         for i in range(1500):
             key = base64.b64encode(f"/blob/{i:05d}".encode()).decode()
             client.post(f"{ENDPOINTS[0]}/v3/kv/put", json={"key": key, "value": value})
-        rev = client.post(
-            f"{ENDPOINTS[0]}/v3/kv/deleterange",
-            json={
-                "key": base64.b64encode(b"/").decode(),
-                "range_end": base64.b64encode(b"0").decode(),
-            },
-        ).json()["header"]["revision"]
-        client.post(f"{ENDPOINTS[0]}/v3/kv/compaction", json={"revision": rev, "physical": True})
+        _delete_and_compact(client, b"/", b"0")
     before = {m["name"]: m["db_size"] for m in cli.status()["members"]}
     leader = _leader(cli)
     proc = cli("defrag", "--threshold", "10")
@@ -127,14 +135,7 @@ def test_defrag_clears_a_nospace_alarm(make_cli) -> None:
             raise AssertionError("the quota was never reached")
         status = cli.status()
         assert not status["healthy"] and "NOSPACE" in status["summary"], status
-        rev = client.post(
-            f"{ENDPOINTS[0]}/v3/kv/deleterange",
-            json={
-                "key": base64.b64encode(b"/fill/").decode(),
-                "range_end": base64.b64encode(b"/fill0").decode(),
-            },
-        ).json()["header"]["revision"]
-        client.post(f"{ENDPOINTS[0]}/v3/kv/compaction", json={"revision": rev, "physical": True})
+        _delete_and_compact(client, b"/fill/", b"/fill0")
         proc = cli("defrag", "--threshold", "10")
         assert proc.returncode == 0, proc.stderr
         assert sorted(_order(proc.stderr, "defrag")) == THREE, proc.stderr
