@@ -55,7 +55,7 @@ class RunContext:
     def client(self) -> EtcdClient:
         """The control machine's etcd client (its own cert, the cluster CA)."""
         if self._client is None:
-            self.pki.ensure_ca(self.inv.cluster.ca_days)
+            self.pki.require_ca()
             cert, key = self.pki.ensure_client_cert(self.inv.cluster.cert_days)
             self._client = EtcdClient(
                 list(self.inv.client_urls()), ca=self.pki.trust_path(), cert=cert, key=key

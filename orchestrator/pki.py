@@ -443,11 +443,19 @@ class LocalPKI:
         self._ca = (cert, ca_key)
         return True
 
+    def require_ca(self) -> None:
+        """For commands that use a cluster but never make one: its CA must be here already
+        (a new CA would be trusted by no member, and made without the state lock)."""
+        self._load_ca()
+
     def _load_ca(self) -> tuple[x509.Certificate, CAKey]:
         if self._ca is not None:
             return self._ca
         if not self.ca_cert_path.exists() or not self.ca_key_path.exists():
-            raise PreflightError(f"no CA in {self.pki_dir}: ensure_ca() must run first")
+            raise PreflightError(
+                f"no CA in {self.pki_dir}: `etcd-deploy up` makes it; for a cluster that "
+                "exists, restore the state dir from its backup"
+            )
         try:
             cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
             key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), password=None)

@@ -105,7 +105,7 @@ def _row(
 
 def collect_cert_rows(ctx: RunContext, warn_days: float) -> list[CertRow]:
     inv = ctx.inv
-    ctx.pki.ensure_ca(inv.cluster.ca_days)
+    ctx.pki.require_ca()
     client_cert, client_key = ctx.pki.ensure_client_cert(inv.cluster.cert_days)
     rows = [_row(ctx, None, "local CA", "ca", ctx.pki.ca_cert_pem().decode(), warn_days)]
     texts = _host_cert_texts(ctx)
@@ -302,6 +302,7 @@ def _require_rotation_to_finish(ctx: RunContext) -> None:
 def _rotate_ca_dry_run(ctx: RunContext, *, finish: bool) -> int:
     """The steps `certs rotate-ca` (or its --finish) would take from the current stage, and
     the order of the members' restarts."""
+    ctx.pki.require_ca()
     stage = ctx.pki.rotation_stage
     if finish:
         _require_rotation_to_finish(ctx)
@@ -328,9 +329,10 @@ def run_rotate_ca(ctx: RunContext, *, finish: bool, dry_run: bool = False) -> in
     if dry_run:
         return _rotate_ca_dry_run(ctx, finish=finish)
     ctx.lock_state(new_owner("certs rotate-ca"))
-    pki.ensure_ca(inv.cluster.ca_days)
+    pki.require_ca()
     names = [h.name for h in inv.hosts]
-    with locked_hosts(ctx, "certs rotate-ca", names):
+    with locked_hosts(ctx, "certs rotate-ca", names, files=ca_facts(ctx, names)) as facts:
+        check_ca(ctx, facts, created_now=False)
         wait_healthy(ctx.client(), timeout=60)
         if finish:
             _require_rotation_to_finish(ctx)

@@ -68,11 +68,9 @@ def issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
     return out
 
 
-def check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) -> None:
-    """Refuse when a host that holds a cluster trusts none of the state dir's CAs: the state
-    dir was lost (and a CA made again, by this run or an earlier one) or is another
-    cluster's. Certs from our CA would cut that cluster's members off from each other.
-    `facts` must carry the text of the hosts' CA file (see `ca_facts`)."""
+def foreign_ca_hosts(ctx: RunContext, facts: dict[str, HostFacts]) -> list[str]:
+    """Hosts holding a cluster (data, or etcd running) whose CA file shares no certificate
+    with the state dir's CAs. `facts` must carry the CA file's text (see `ca_facts`)."""
     ca_path = pki_paths(ctx.inv)["ca.crt"]
     known = ctx.pki.known_ca_fingerprints()
     foreign = []
@@ -80,14 +78,35 @@ def check_ca(ctx: RunContext, facts: dict[str, HostFacts], created_now: bool) ->
         trusted = pem_fingerprints(f.texts.get(ca_path, "").encode())
         if (f.has_data or f.running) and trusted and not trusted & known:
             foreign.append(name)
+    return foreign
+
+
+def check_ca(
+    ctx: RunContext, facts: dict[str, HostFacts], created_now: bool, *, data_checked: bool = False
+) -> None:
+    """Refuse when every host that holds a cluster trusts none of the state dir's CAs: the
+    state dir was lost (a CA made again, by this run or an earlier one) or is another
+    cluster's, and certs from our CA would cut the members off from each other. When only
+    some do, those hold another cluster's data: refused here too, unless the caller's own
+    data checks (`data_checked`: `up`, whose --force moves such data aside) handle them."""
+    foreign = foreign_ca_hosts(ctx, facts)
     if not foreign:
         return
+    holding = [n for n, f in facts.items() if f.has_data or f.running]
+    names = ", ".join(foreign)
+    if len(foreign) < len(holding):
+        if data_checked:
+            return
+        raise SafetyRefusal(
+            f"hosts {names} hold data of a cluster that trusts another CA (the others trust "
+            "this state dir's CA); etcd-deploy up --force moves that data aside; nothing was "
+            "changed"
+        )
     local = ctx.pki.ca_cert_path.parent
     why = f"there was no CA in {local}" if created_now else f"none of the CAs in {local} is it"
     raise SafetyRefusal(
-        f"hosts {', '.join(foreign)} hold a cluster that trusts another CA, and {why}: "
-        f"restore the state dir ({ctx.inv.cluster.state_dir}) from its backup; "
-        "nothing was changed"
+        f"hosts {names} hold a cluster that trusts another CA, and {why}: restore the state "
+        f"dir ({ctx.inv.cluster.state_dir}) from its backup; nothing was changed"
     )
 
 

@@ -39,6 +39,7 @@ from orchestrator.workflows.phases import (
     Observed,
     check_ca,
     desired_for,
+    foreign_ca_hosts,
     install_hosts,
     issue_certs,
     member_env,
@@ -57,17 +58,21 @@ def _token_from(facts: dict[str, HostFacts], env_path: str) -> str | None:
 
 def _foreign_data(ctx: RunContext, obs: Observed, scope: list[str]) -> list[str]:
     """With no cluster answering: hosts whose data dir this inventory's cluster did not
-    write (no etcd.env of ours naming the host: another tool's or a hand-made etcd). `up`
-    would start that data under our certs and join the other hosts to it. (A data dir of
-    another etcd-deploy cluster trusts another CA: `check_ca` refuses it.)"""
+    write: no etcd.env of ours names the host (another tool's or a hand-made etcd), or the
+    host trusts another CA (another cluster's; `check_ca` has refused the case where every
+    host does). `up` would start that data under our certs and join the others to it."""
     if obs.view is not None:
         return []  # `_safety` compares the hosts with the members of the running cluster
     env_path = f"{ctx.inv.cluster.config_dir}/etcd.env"
+    other_ca = foreign_ca_hosts(ctx, obs.facts)
     return [
         name
         for name in scope
         if obs.facts[name].has_data
-        and env_values(obs.facts[name].texts.get(env_path, "")).get("ETCD_NAME") != name
+        and (
+            name in other_ca
+            or env_values(obs.facts[name].texts.get(env_path, "")).get("ETCD_NAME") != name
+        )
     ]
 
 
@@ -189,7 +194,7 @@ def run_up(
     paths = {h.name: desired_for(ctx, h, placeholder, env="") for h in inv.hosts}
     facts = gather_facts(ctx, owner, paths, [h.name for h in inv.hosts])
     try:
-        check_ca(ctx, facts, ca_created)
+        check_ca(ctx, facts, ca_created, data_checked=True)
         view = _discover(ctx, facts)
         token = _token_from(facts, f"{inv.cluster.config_dir}/etcd.env") or (
             f"{inv.cluster.name}-{secrets.token_hex(6)}"
@@ -326,7 +331,8 @@ def _join(ctx: RunContext, host: Host, obs: Observed) -> None:
     members = client.members()
     env = member_env(ctx, host, obs, state="existing", members=members)
     apply_files(ctx.conn(host), [env_file(ctx.inv, env)])
-    start_and_wait(ctx, host, phase)
+    # A learner started by an earlier, cut-short run restarts onto the files just written.
+    start_and_wait(ctx, host, phase, restart=obs.facts[host.name].running)
     if member.is_learner:
         try:
             promote(client, member.id)
@@ -384,7 +390,8 @@ def _converge_membership(
     for name, plan in plans.items():
         if plan.membership == "join":
             installs.ready(name)
-            if obs.facts[name].has_data and force:
+            # Data of no member (a removed member's, another cluster's), never a learner's.
+            if obs.facts[name].has_data and force and obs.member_of(ctx, hosts[name]) is None:
                 _move_data_aside(ctx, hosts[name], f"join {name}")
             _join(ctx, hosts[name], obs)
 

@@ -301,19 +301,25 @@ def test_second_run_is_refused_by_the_lock_and_stale_lock_is_taken_over(make_cli
 
 
 def test_a_lost_state_dir_is_refused_even_once_a_new_ca_exists(make_cli, lab: Lab) -> None:
-    """The state dir's pki is lost; `status` makes a new CA (and fails: nobody trusts it).
-    `up` and `certs renew` must not push certs of that CA: the cluster would be cut apart."""
+    """The state dir's pki is lost. `status` makes no CA; `up` makes one and refuses, and
+    must go on refusing (with that CA on disk), as must `certs renew`: certs of a new CA
+    would cut the members apart."""
     cli = make_cli(3)
     cli("up", check=True)
     pki = _pki(cli)
     pki.rename(pki.with_name("pki.lost"))
     on_hosts = {n: lab.exec(n, "sha256sum /etc/etcd/pki/*").stdout for n in THREE}
-    assert cli("status").returncode != 0
-    assert (pki / "ca.crt").exists()
-    for command in (["up"], ["certs", "renew"]):
+    status = cli("status")
+    assert status.returncode == 3 and "no CA in" in status.stderr, status.stderr
+    assert not (pki / "ca.crt").exists()
+    for command, why in (
+        (["up"], "there was no CA in"),
+        (["up"], "none of the CAs in"),
+        (["certs", "renew"], "none of the CAs in"),
+    ):
         proc = cli(*command)
         assert proc.returncode == 5, proc.stderr
-        assert "hold a cluster that trusts another CA" in proc.stderr, proc.stderr
+        assert "hold a cluster that trusts another CA, and " + why in proc.stderr, proc.stderr
         assert "restore the state dir" in proc.stderr
     assert {n: lab.exec(n, "sha256sum /etc/etcd/pki/*").stdout for n in THREE} == on_hosts
     shutil.rmtree(pki)

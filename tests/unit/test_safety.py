@@ -66,15 +66,31 @@ def test_hosts_that_trust_our_ca_pass(ctx: RunContext, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("created_now", "why"), [(True, "there was no CA in"), (False, "none of the CAs in")]
 )
-def test_a_host_with_data_that_trusts_another_ca_is_refused(
+def test_every_host_with_data_trusting_another_ca_means_a_lost_state_dir(
     ctx: RunContext, tmp_path: Path, created_now: bool, why: str
 ) -> None:
+    theirs = other_ca(tmp_path)
+    facts = {"etcd1": host(theirs), "etcd2": host(theirs), "etcd3": host(None, data=False)}
+    for data_checked in (False, True):
+        with pytest.raises(SafetyRefusal) as refused:
+            check_ca(ctx, facts, created_now=created_now, data_checked=data_checked)
+        message = str(refused.value)
+        assert message.startswith("hosts etcd1, etcd2 hold a cluster that trusts another CA")
+        assert why in message and "restore the state dir" in message
+
+
+def test_some_hosts_trusting_another_ca_hold_another_clusters_data(
+    ctx: RunContext, tmp_path: Path
+) -> None:
+    """The state dir is this cluster's (the others trust it): `up` leaves those hosts to its
+    data checks (--force moves their data aside); `certs renew` refuses them."""
     facts = {"etcd1": host(ctx.pki.ca_cert_path.read_bytes()), "etcd2": host(other_ca(tmp_path))}
+    check_ca(ctx, facts, created_now=False, data_checked=True)
     with pytest.raises(SafetyRefusal) as refused:
-        check_ca(ctx, facts, created_now=created_now)
+        check_ca(ctx, facts, created_now=False)
     message = str(refused.value)
-    assert message.startswith("hosts etcd2 hold a cluster that trusts another CA")
-    assert why in message and "restore the state dir" in message
+    assert message.startswith("hosts etcd2 hold data of a cluster that trusts another CA")
+    assert "etcd-deploy up --force moves that data aside" in message
 
 
 def test_a_host_that_missed_a_ca_rotation_still_counts_as_ours(ctx: RunContext) -> None:
@@ -91,14 +107,19 @@ def test_env_values() -> None:
     assert env_values(text) == {"ETCD_NAME": "etcd1", "ETCD_INITIAL_CLUSTER": "a=1,b=2"}
 
 
-def test_data_without_an_env_of_ours_naming_the_host_is_foreign(ctx: RunContext) -> None:
+def test_data_without_an_env_of_ours_naming_the_host_is_foreign(
+    ctx: RunContext, tmp_path: Path
+) -> None:
+    ours = ctx.pki.ca_cert_path.read_bytes()
     facts = {
-        "etcd1": host(None, env="ETCD_NAME=etcd1\n"),
+        "etcd1": host(ours, env="ETCD_NAME=etcd1\n"),
         "etcd2": host(None),  # data, no etcd.env: another tool's
-        "etcd3": host(None, env="ETCD_NAME=lonely\n"),
+        "etcd3": host(ours, env="ETCD_NAME=lonely\n"),
+        "etcd4": host(other_ca(tmp_path), env="ETCD_NAME=etcd4\n"),  # another cluster's
     }
     obs = Observed(facts, None, "demo-1")
-    assert _foreign_data(ctx, obs, ["etcd1", "etcd2", "etcd3"]) == ["etcd2", "etcd3"]
+    names = ["etcd1", "etcd2", "etcd3", "etcd4"]
+    assert _foreign_data(ctx, obs, names) == ["etcd2", "etcd3", "etcd4"]
     facts["etcd2"].has_data = False
     assert _foreign_data(ctx, obs, ["etcd2"]) == []
     # With a cluster answering, membership tells instead (see `_safety`).
