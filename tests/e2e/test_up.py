@@ -350,6 +350,15 @@ def test_wiped_member_is_refused_then_replaced_with_force(make_cli, lab: Lab) ->
     _assert_healthy(cli, 3)
 
 
+def _lonely_cluster_on(host: str, cli: Cli, lab: Lab, tmp_path: Path, mirror: str) -> None:
+    """Another etcd-deploy cluster ("lonely": one member, its own state dir and CA) on `host`."""
+    other = tmp_path / "other" / "inventory.toml"
+    lab.inventory(other, 1, release_url=mirror)
+    text = other.read_text().replace('name = "etcd1"', 'name = "lonely"')
+    other.write_text(text.replace(f'"{HOSTS["etcd1"]}"', f'"{HOSTS[host]}"'))
+    assert Cli(other, cli.env)("up").returncode == 0
+
+
 def test_data_this_cluster_did_not_write_is_refused_then_moved_aside_with_force(
     make_cli, lab: Lab, tmp_path: Path, release_mirror: str
 ) -> None:
@@ -357,11 +366,7 @@ def test_data_this_cluster_did_not_write_is_refused_then_moved_aside_with_force(
     another tool's leftovers). With no cluster of ours running, `up` must not start that data
     under our certs and join the others to it."""
     cli = make_cli(3)
-    other = tmp_path / "other" / "inventory.toml"
-    lab.inventory(other, 1, release_url=release_mirror)
-    text = other.read_text().replace('name = "etcd1"', 'name = "lonely"')
-    other.write_text(text.replace(f'"{HOSTS["etcd1"]}"', f'"{HOSTS["etcd3"]}"'))
-    assert Cli(other, cli.env)("up").returncode == 0
+    _lonely_cluster_on("etcd3", cli, lab, tmp_path, release_mirror)
     lab.exec("etcd3", "systemctl stop etcd && rm -rf /etc/etcd")
 
     proc = cli("up")
@@ -377,3 +382,21 @@ def test_data_this_cluster_did_not_write_is_refused_then_moved_aside_with_force(
     _assert_healthy(cli, 3)
     kept = lab.exec("etcd3", "ls -d /var/lib/etcd.etcd-deploy-*/member").stdout.strip()
     assert kept
+
+
+def test_a_new_member_holding_another_clusters_data_joins_only_with_force(
+    make_cli, lab: Lab, tmp_path: Path, release_mirror: str
+) -> None:
+    """etcd4 runs another etcd-deploy cluster (its own CA): add-node refuses it; with --force
+    its etcd is stopped, its data moved aside, and it joins ours."""
+    cli = make_cli(3)
+    _lonely_cluster_on("etcd4", cli, lab, tmp_path, release_mirror)
+    cli("up", check=True)
+    proc = cli("add-node", "etcd4", "--address", HOSTS["etcd4"])
+    assert proc.returncode == 5, proc.stderr
+    assert "etcd4: /var/lib/etcd holds data, but etcd4 is not a member" in proc.stderr
+    assert len(cli.status()["members"]) == 3
+    forced = cli("add-node", "etcd4", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "moved the old data dir aside to /var/lib/etcd.etcd-deploy-" in forced.stderr
+    _assert_healthy(cli, 4)
