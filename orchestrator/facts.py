@@ -48,6 +48,11 @@ class HostFacts:
     def running(self) -> bool:
         return self.active_state in ("active", "activating", "reloading")
 
+    @property
+    def holds_cluster(self) -> bool:
+        """Data in the data dir, or etcd running: something a change could break."""
+        return self.has_data or self.running
+
 
 def facts_script(
     inv: Inventory,

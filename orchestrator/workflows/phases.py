@@ -76,7 +76,7 @@ def foreign_ca_hosts(ctx: RunContext, facts: dict[str, HostFacts]) -> list[str]:
     foreign = []
     for name, f in facts.items():
         trusted = pem_fingerprints(f.texts.get(ca_path, "").encode())
-        if (f.has_data or f.running) and trusted and not trusted & known:
+        if f.holds_cluster and trusted and not trusted & known:
             foreign.append(name)
     return foreign
 
@@ -92,7 +92,7 @@ def check_ca(
     foreign = foreign_ca_hosts(ctx, facts)
     if not foreign:
         return
-    holding = [n for n, f in facts.items() if f.has_data or f.running]
+    holding = [n for n, f in facts.items() if f.holds_cluster]
     names = ", ".join(foreign)
     if len(foreign) < len(holding):
         if data_checked:

@@ -151,7 +151,7 @@ def run_restore(
     facts = gather_facts(ctx, owner, {h: [] for h in names}, names)
     try:
         if fresh_only:
-            busy = [n for n, f in facts.items() if f.has_data or f.running]
+            busy = [n for n, f in facts.items() if f.holds_cluster]
             if busy:
                 raise SafetyRefusal(
                     f"--from-snapshot makes a brand-new cluster, but {', '.join(busy)} already "

@@ -105,7 +105,7 @@ def _safety(
                 "member of the running cluster (a removed member or another cluster); "
                 "to move that data dir aside and join: etcd-deploy up --force"
             )
-        if member is not None and member.started and not f.has_data and not f.running:
+        if member is not None and member.started and not f.holds_cluster:
             if not force:
                 raise SafetyRefusal(
                     f"{host.name}: its peer URL {ctx.inv.peer_url(host)} is still a member "
@@ -126,10 +126,7 @@ def plan_all(ctx: RunContext, obs: Observed) -> dict[str, HostPlan]:
         # A member whose host lost etcd and its data is stale: it joins again (after removal).
         # A learner (a join cut short after its start) joins again too: `_join` promotes it.
         is_member = (
-            member is not None
-            and member.started
-            and not member.is_learner
-            and (f.has_data or f.running)
+            member is not None and member.started and not member.is_learner and f.holds_cluster
         )
         fresh = obs.view is None and not any(x.has_data for x in obs.facts.values())
         bootstrap = fresh and (i == 0 or ctx.inv.cluster.bootstrap == "parallel")

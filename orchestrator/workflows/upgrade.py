@@ -16,6 +16,7 @@ from orchestrator.inventory import Host, set_cluster_key_in_file
 from orchestrator.operations import apply_files, setup_host
 from orchestrator.plan import env_file
 from orchestrator.release import Release, arch_for, fetch_release
+from orchestrator.render import env_values
 from orchestrator.rolling import roll
 from orchestrator.versions import check_upgrade_path
 from orchestrator.workflows.backup import run_backup
@@ -129,7 +130,5 @@ def run_upgrade(
 
 def _token(ctx: RunContext, name: str) -> str:
     env_path = f"{ctx.inv.cluster.config_dir}/etcd.env"
-    for line in ctx.conn(name).run(f"cat {q(env_path)}", quiet=True).stdout.splitlines():
-        if line.startswith("ETCD_INITIAL_CLUSTER_TOKEN="):
-            return line.split("=", 1)[1].strip()
-    return ctx.inv.cluster.name
+    env = env_values(ctx.conn(name).run(f"cat {q(env_path)}", quiet=True).stdout)
+    return env.get("ETCD_INITIAL_CLUSTER_TOKEN") or ctx.inv.cluster.name
