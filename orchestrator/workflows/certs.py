@@ -306,13 +306,12 @@ def _rotate_ca_dry_run(ctx: RunContext, *, finish: bool) -> int:
     stage = ctx.pki.rotation_stage
     if finish:
         _require_rotation_to_finish(ctx)
-    hosts = list(ctx.inv.hosts)
-    if finish:
         describe = "trust only the new CA (restart)"
     else:
         if stage == "":
             ctx.ui.print("[rotate-ca] would make a new CA; every member would trust old and new")
         describe = "trust old and new CA (restart)"
+    hosts = list(ctx.inv.hosts)
     if finish or stage in ("", "begun"):
         roll(ctx, hosts, lambda _h, _m: None, phase="rotate-ca", describe=describe, dry_run=True)
     if not finish:

@@ -206,8 +206,9 @@ def run_up(
         if foreign and not force:
             raise SafetyRefusal(
                 f"{', '.join(foreign)}: {inv.cluster.data_dir} holds data that this inventory's "
-                "cluster did not write (no etcd.env of ours names the host) and no member "
-                "answers; to move that data dir aside and start there afresh: "
+                "cluster did not write (no etcd.env of ours names the host, or the host trusts "
+                "another CA) and no member answers; to move that data dir aside and start "
+                "there afresh: "
                 "etcd-deploy up --force"
             )
         for name in foreign:
