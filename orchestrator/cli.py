@@ -227,12 +227,24 @@ def destroy(
         False, "--yes", help="Required: confirms that all etcd data on every host is deleted."
     ),
     purge_state: bool = typer.Option(
-        False, "--purge-state", help="Also delete the local state dir (CA, certs, backups)."
+        False,
+        "--purge-state",
+        help="Also delete what etcd-deploy keeps in the local state dir (CA, certs, backups).",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Also destroy hosts that seem to hold another cluster, and data dirs that "
+        "carry no marker of this cluster.",
     ),
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
-    """Stop and remove etcd, its files and ALL ITS DATA on every host."""
+    """Stop and remove etcd, its files and ALL ITS DATA on every host.
+
+    Each host is read first: one that holds another cluster (another CA, cluster token or
+    marker) or a member the inventory does not describe stops the run before any host
+    changes. Only folders marked as this cluster's are removed."""
     from orchestrator.workflows.destroy import run_destroy
 
     def action(ctx: RunContext) -> int:
@@ -241,7 +253,7 @@ def destroy(
                 "destroy deletes every member's data: add --yes to confirm "
                 f"(hosts: {', '.join(h.name for h in ctx.inv.hosts)})"
             )
-        run_destroy(ctx, purge_state=purge_state)
+        run_destroy(ctx, purge_state=purge_state, force=force)
         return 0
 
     _run(inventory, verbose, log_format, action)

@@ -73,6 +73,26 @@ class ClusterView:
     def by_peer_url(self, url: str) -> Member | None:
         return next((m for m in self.members if url in m.peer_urls), None)
 
+    def match_host(self, name: str, peer_url: str) -> tuple[Member | None, str]:
+        """The member that is this inventory host, matched by name and peer URL, or None
+        with "" when neither matches; a member matched by one and not the other (an edited
+        address, a renamed host) is a problem, said in the second value."""
+        by_url = self.by_peer_url(peer_url)
+        by_name = next((m for m in self.members if name and m.name == name), None)
+        if by_url is not None and by_name is not None and by_url.id != by_name.id:
+            return None, (
+                f"member {by_url.name or f'{by_url.id:x}'} has {name}'s peer URL {peer_url}, "
+                f"and another member ({by_name.id:x}) is named {name}"
+            )
+        if by_url is None and by_name is not None:
+            return None, (
+                f"member {name} ({by_name.id:x}) has peer URL {', '.join(by_name.peer_urls)}, "
+                f"but the inventory says {peer_url} (was etcd_address or peer_port edited?)"
+            )
+        if by_url is not None and by_url.name and by_url.name != name:
+            return None, f"{name}'s peer URL {peer_url} belongs to member {by_url.name}"
+        return by_url, ""
+
 
 def _label(view: ClusterView, member_id: int) -> str:
     member = next((m for m in view.members if m.id == member_id), None)

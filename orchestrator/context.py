@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from orchestrator.etcd_api import EtcdClient
 from orchestrator.inventory import Host, Inventory, load_inventory
-from orchestrator.lock import LockOwner, StateLock
+from orchestrator.lock import LeaseRefresher, LockOwner, StateLock
+from orchestrator.ownership import Marker
 from orchestrator.pki import LocalPKI
 from orchestrator.ui import UI
 
@@ -25,14 +27,22 @@ class RunContext:
         self._pool: Pool | None = None
         self._client: EtcdClient | None = None
         self._state_lock = StateLock(inv.cluster.state_dir)
+        self._pool_mutex = threading.Lock()  # the lease refresher's thread reads the pool too
+        self.leases: LeaseRefresher | None = None  # renews the host locks (workflows.hosts)
 
     @property
     def pool(self) -> Pool:
-        if self._pool is None:
-            from orchestrator.transport import Pool
+        with self._pool_mutex:
+            if self._pool is None:
+                from orchestrator.transport import Pool
 
-            self._pool = Pool(self.inv, lambda host, m: self.ui.debug(host, m))
-        return self._pool
+                self._pool = Pool(self.inv, lambda host, m: self.ui.debug(host, m))
+            return self._pool
+
+    def open_pool(self) -> Pool | None:
+        """The pool when made already (never makes one: for the lease refresher's thread)."""
+        with self._pool_mutex:
+            return self._pool
 
     @property
     def ssh_used(self) -> bool:
@@ -42,6 +52,11 @@ class RunContext:
         """Hold the state dir's lock for the rest of the run (a no-op when held already).
         Taken before the first local change: CA, certs, inventory edits."""
         self._state_lock.acquire(owner)
+
+    def marker(self, *, create: bool = True) -> Marker:
+        """The marker of this cluster's folders on the hosts: its name and the state dir's
+        id (made now when `create`, under the state lock; "" when absent otherwise)."""
+        return Marker(self.inv.cluster.name, self.pki.cluster_id(create=create))
 
     def reload(self) -> None:
         """Read the inventory file again (after this run edited it); the state lock stays."""
@@ -69,12 +84,15 @@ class RunContext:
             self._client = None
 
     def close(self) -> None:
-        """End of the run: connections closed, the state lock let go."""
+        """End of the run: lock renewals stopped, connections closed, the state lock let go."""
+        if self.leases is not None:
+            self.leases.stop()
         self._close_connections()
         self._state_lock.release()
 
     def _close_connections(self) -> None:
         self.reset_client()
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        with self._pool_mutex:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()

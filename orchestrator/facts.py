@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from orchestrator.inventory import Inventory
+from orchestrator.lock import acquire_script
+from orchestrator.ownership import MARKER_NAME, DirFacts, ignored_entry
 
 MARK = "@@etcd-deploy@@"
 # File kinds whose text the facts carry, so `plan` can show a diff and a run can tell whose
@@ -41,7 +43,9 @@ class HostFacts:
     has_data: bool = False  # {data_dir}/member exists
     files: dict[str, RemoteFile] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)  # path -> content (non-secret files)
-    lock: str = ""  # "acquired" or the content of somebody else's lock
+    links: set[str] = field(default_factory=set)  # wanted paths that are symlinks (never read)
+    folders: dict[str, DirFacts] = field(default_factory=dict)  # data and config dir: whose?
+    lock: str = ""  # "acquired", or `held ...` and somebody else's lock (lock.parse_held)
     lock_acquired: bool = False
 
     @property
@@ -66,14 +70,14 @@ def facts_script(
     q = shlex.quote
     files = " ".join(q(p) for p in paths)
     texts = "".join(
-        f"echo {q(f'{MARK} text {p}')}; cat {q(p)} 2>/dev/null; echo; " for p in text_paths
+        f"echo {q(f'{MARK} text {p}')}; [ -L {q(p)} ] || cat {q(p)} 2>/dev/null; echo; "
+        for p in text_paths
     )
+    folders = "".join(_folder_lines(d) for d in (c.data_dir, c.config_dir))
     dirs = " ".join(q(d) for d in (c.install_dir, c.config_dir, f"{c.config_dir}/pki", c.data_dir))
     return (
         "set +e; export LC_ALL=C\n"
-        f'echo "{MARK} lock"; '
-        f"if ( set -C; printf '%s\\n' {q(lock_content)} > {q(lock_path)} ) 2>/dev/null; "
-        f"then echo acquired; else cat {q(lock_path)}; fi\n"
+        f'echo "{MARK} lock"; {acquire_script(lock_content, lock_path)}\n'
         f'echo "{MARK} arch"; uname -m\n'
         f'echo "{MARK} version"; {q(c.install_dir)}/etcd --version 2>/dev/null | head -n 1\n'
         f'echo "{MARK} user"; id -u etcd 2>/dev/null\n'
@@ -81,11 +85,39 @@ def facts_script(
         f'echo "{MARK} service"; systemctl show etcd.service -p LoadState -p ActiveState '
         "-p UnitFileState -p ActiveEnterTimestamp 2>/dev/null\n"
         f'echo "{MARK} data"; test -d {q(c.data_dir)}/member && echo yes\n'
-        f'echo "{MARK} files"; for f in {files}; do test -f "$f" && '
-        'echo "$(sha256sum "$f" | cut -d" " -f1) $(stat -c "%a %U %G" "$f") $f"; done\n'
+        f'echo "{MARK} files"; for f in {files}; do if [ -L "$f" ]; then echo "link $f"; '
+        'elif [ -f "$f" ]; then '
+        'echo "$(sha256sum "$f" | cut -d" " -f1) $(stat -c "%a %U %G" "$f") $f"; fi; done\n'
+        f"{folders}"
         f"{texts}\n"
         "exit 0\n"
     )
+
+
+def _folder_lines(path: str) -> str:
+    """Whose is this folder: exists, mount point, our marker (never through a symlink),
+    and its entries (the first 50)."""
+    q = shlex.quote
+    d, m = q(path), q(f"{path}/{MARKER_NAME}")
+    return (
+        f"echo {q(f'{MARK} folder {path}')}; if [ -d {d} ]; then echo exists; "
+        f"mountpoint -q {d} && echo mount; "
+        f'if [ -f {m} ] && [ ! -L {m} ]; then echo "marker $(head -c 200 {m} | tr "\\n" " ")"; '
+        f"fi; ls -A1 {d} 2>/dev/null | head -n 50 | sed 's/^/entry /'; fi\n"
+    )
+
+
+def parse_folder(lines: list[str]) -> DirFacts:
+    """One `_folder_lines` section (pure)."""
+    if "exists" not in lines:
+        return DirFacts()
+    markers = [row[len("marker ") :] for row in lines if row.startswith("marker ")]
+    entries = tuple(
+        name
+        for row in lines
+        if row.startswith("entry ") and not ignored_entry(name := row[len("entry ") :])
+    )
+    return DirFacts(True, markers[0] if markers else None, entries, "mount" in lines)
 
 
 _VERSION = re.compile(r"etcd Version:\s*(\S+)")
@@ -130,10 +162,15 @@ def parse_facts(text: str) -> HostFacts:
             facts.has_data = body == "yes"
         elif name == "files":
             for row in lines:
+                if row.startswith("link "):
+                    facts.links.add(row[len("link ") :])
+                    continue
                 parts = row.split(maxsplit=4)
                 if len(parts) == 5:
                     sha, mode, owner, group, path = parts
                     facts.files[path] = RemoteFile(sha, int(mode, 8), owner, group)
+        elif name.startswith("folder "):
+            facts.folders[name[len("folder ") :]] = parse_folder(lines)
         elif name.startswith("text "):
             path = name[5:]
             if path in facts.files:

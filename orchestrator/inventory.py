@@ -29,6 +29,19 @@ from tomlkit.toml_document import TOMLDocument
 
 from orchestrator.errors import InventoryError, UsageError
 from orchestrator.localfs import write_atomic
+from orchestrator.rules import (
+    FLAG_NAME,
+    SAFE_REMOTE_PATH,
+    check_version,
+    flag_problem,
+    flag_value_problem,
+    is_known_bad,
+    needs_release_pin,
+    redact_url,
+    release_pin_key,
+    release_pin_problem,
+    system_folder_problem,
+)
 
 DEFAULT_RELEASE_URL = "https://github.com/etcd-io/etcd/releases/download"
 STATE_DIR_NAME = ".etcd-deploy"
@@ -72,6 +85,7 @@ class Cluster:
     name: str
     etcd_version: str
     release_url: str = DEFAULT_RELEASE_URL
+    release_sha256: dict[str, str] = field(default_factory=dict)  # "3.5.17/amd64" -> sha256
     client_port: int = 2379
     peer_port: int = 2380
     data_dir: str = "/var/lib/etcd"
@@ -84,6 +98,10 @@ class Cluster:
     state_dir: Path
     bootstrap: str = "learner"
     renew_within_days: int = 30
+
+    def release_pin(self, version: str, arch: str) -> str | None:
+        """The tarball's sha256 pinned in release_sha256, or None (SHA256SUMS decides)."""
+        return self.release_sha256.get(release_pin_key(version, arch))
 
 
 @dataclass(frozen=True)
@@ -144,10 +162,18 @@ def parse_inventory(text: str, path: Path | str) -> Inventory:
     """Validate TOML `text` as if it were the file at `path` (relative paths use its folder)."""
     path = Path(path)
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix(_BOM))
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(path, "", f"TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise InventoryError(path, "", _TOO_DEEP) from None
     return _build(raw, _Ctx(path))
+
+
+_BOM = "\ufeff"  # a UTF-8 byte order mark (some Windows editors write one): accepted, kept
+_TOO_DEEP = "TOML syntax error: values nested too deeply (arrays or tables inside each other)"
+MAX_HOSTS = 99
+"""More members than any etcd cluster should have (etcd recommends 3, 5 or 7)."""
 
 
 def _read_text(path: Path) -> str:
@@ -187,48 +213,15 @@ class _Ctx:
 # --------------------------------------------------------------------------- value checks
 
 _CLUSTER_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z][0-9A-Za-z.-]*)?")
-_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_HOST_NAME = re.compile(
+    r"(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_FLAG_NAME = re.compile(r"[a-z][a-z0-9-]*")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_SAFE_REMOTE_PATH = re.compile(r"/[A-Za-z0-9._+@/-]*")
 _JUMP_HOST = re.compile(
     r"(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]*\]|[^:@\[\]]+)(?::(?P<port>[^:]*))?"
 )
-
-# Folders that remove/reset may wipe (data_dir, config_dir) must never be one of these.
-_SYSTEM_DIRS = frozenset(
-    {
-        *("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media"),
-        *("/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr"),
-        *("/var", "/usr/bin", "/usr/lib", "/usr/local", "/usr/local/bin", "/usr/sbin"),
-        *("/usr/share", "/var/lib", "/var/log", "/var/tmp", "/var/cache", "/etc/systemd"),
-        *("/etc/ssl", "/opt/bin"),
-    }
-)
-
-# etcd flags etcd-deploy renders itself -> the inventory key that controls them (or None).
-_MANAGED_FLAGS: dict[str, str | None] = {
-    "name": "hosts[].name",
-    "data-dir": "cluster.data_dir",
-    "listen-peer-urls": "hosts[].etcd_address and cluster.peer_port",
-    "listen-client-urls": "hosts[].etcd_address and cluster.client_port",
-    "advertise-client-urls": "hosts[].etcd_address and cluster.client_port",
-    "initial-advertise-peer-urls": "hosts[].etcd_address and cluster.peer_port",
-    "initial-cluster": "the [[hosts]] list",
-    "initial-cluster-state": None,
-    "initial-cluster-token": "cluster.name",
-    "client-cert-auth": None,
-    "trusted-ca-file": None,
-    "cert-file": None,
-    "key-file": None,
-    "peer-client-cert-auth": None,
-    "peer-trusted-ca-file": None,
-    "peer-cert-file": None,
-    "peer-key-file": None,
-}
 
 
 def _is_dns_name(value: str, wildcard: bool = False) -> bool:
@@ -250,9 +243,14 @@ def _address(value: str, _folder: Path | None = None) -> str:
     if "%" in value:
         raise _Bad(f"{value!r}: IPv6 zone ids (%...) are not supported")
     try:
-        return str(ipaddress.ip_address(value))
+        ip = ipaddress.ip_address(value)
     except ValueError:
         pass
+    else:
+        if ip.is_unspecified or ip.is_multicast or str(ip) == "255.255.255.255":
+            kind = "a wildcard" if ip.is_unspecified else "a multicast or broadcast address"
+            raise _Bad(f"{value} is {kind}, not the address of one host")
+        return str(ip)
     if _is_dns_name(value):
         return value
     host, sep, port = value.rpartition(":")
@@ -293,17 +291,12 @@ def _cluster_name(value: str, _folder: Path) -> str:
 
 
 def _etcd_version(value: str, _folder: Path) -> str:
-    if value[:1] in "vV" and _VERSION.fullmatch(value[1:]):
-        raise _Bad(f'write the version without the leading v: etcd_version = "{value[1:]}"')
-    if not _VERSION.fullmatch(value):
-        raise _Bad(f'invalid version {value!r}: expected X.Y.Z (e.g. "3.5.17")')
+    """`rules.version_problem`: the same rule as `upgrade VERSION` and the release fetch."""
+    try:
+        check_version(value)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
     return value
-
-
-def _version_tuple(version: str) -> tuple[int, int, int]:
-    match = _VERSION.fullmatch(version)
-    assert match is not None  # validated before
-    return int(match[1]), int(match[2]), int(match[3])
 
 
 def _release_url(value: str, folder: Path) -> str:
@@ -315,12 +308,13 @@ def _release_url(value: str, folder: Path) -> str:
         return os.path.abspath(folder / Path(value).expanduser())
     name = scheme[1].lower()
     rest = value[scheme.end() :]
+    shown = redact_url(value)
     if name in ("http", "https"):
         if not rest or rest.startswith("/") or any(c.isspace() for c in rest):
-            raise _Bad(f"{value!r} is not a valid URL (expected {name}://host/path)")
+            raise _Bad(f"{shown!r} is not a valid URL (expected {name}://host/path)")
     elif name == "file":
         if not rest.startswith("/"):
-            raise _Bad(f"{value!r}: a file:// URL needs an absolute path (file:///srv/etcd)")
+            raise _Bad(f"{shown!r}: a file:// URL needs an absolute path (file:///srv/etcd)")
     else:
         raise _Bad(
             f"unsupported scheme {name + '://'!r}: use https://, http://, file:// or a local folder"
@@ -329,19 +323,35 @@ def _release_url(value: str, folder: Path) -> str:
     return value if stripped.endswith(":") else stripped
 
 
+def _release_pins(table: Mapping[str, Any], _folder: Path) -> dict[str, str]:
+    """cluster.release_sha256: {"VERSION/ARCH" = "<sha256 of the tarball>"}."""
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        problem = release_pin_problem(key, value)
+        if problem is not None:
+            raise _Bad(problem, f'."{key}"' if "." in key else f".{key}")
+        out[key] = str(value).lower()
+    return out
+
+
 def _port(value: int, _folder: Path) -> int:
     if not 1 <= value <= 65535:
         raise _Bad(f"must be between 1 and 65535, not {value}")
     return value
 
 
-def _at_least(minimum: int) -> Callable[[int, Path], int]:
+def _between(minimum: int, maximum: int) -> Callable[[int, Path], int]:
     def check(value: int, _folder: Path) -> int:
         if value < minimum:
             raise _Bad(f"must be at least {minimum}, not {value}")
+        if value > maximum:
+            raise _Bad(f"must be at most {maximum} (100 years), not {value}")
         return value
 
     return check
+
+
+MAX_DAYS = 36500
 
 
 def _one_of(*choices: str) -> Callable[[str, Path], str]:
@@ -354,23 +364,24 @@ def _one_of(*choices: str) -> Callable[[str, Path], str]:
     return check
 
 
-def _remote_dir(wipeable: bool) -> Callable[[str, Path], str]:
-    """An absolute folder on the hosts; `wipeable` ones may not be a system folder."""
+def _remote_dir(key: str) -> Callable[[str, Path], str]:
+    """An absolute folder on the hosts, never a system folder (`rules.system_folder`)."""
 
     def check(value: str, _folder: Path) -> str:
         if not value.startswith("/"):
             raise _Bad(f"must be an absolute path (starting with /), not {value!r}")
         if any(c.isspace() for c in value):
             raise _Bad(f"must not contain whitespace: {value!r}")
-        if not _SAFE_REMOTE_PATH.fullmatch(value):
+        if not SAFE_REMOTE_PATH.fullmatch(value):
             raise _Bad(f"{value!r}: use only letters, digits and . _ - + @ / in host paths")
         if ".." in PurePosixPath(value).parts:
             raise _Bad(f"must not contain '..': {value!r}")
         norm = posixpath.normpath(re.sub("/+", "/", value))
         if norm == "/":
             raise _Bad('must not be "/"')
-        if wipeable and norm in _SYSTEM_DIRS:
-            raise _Bad(f"{norm!r} is a system folder; use a folder of its own (e.g. {norm}/etcd)")
+        problem = system_folder_problem(norm, key)
+        if problem is not None:
+            raise _Bad(problem)
         return norm
 
     return check
@@ -390,12 +401,21 @@ def _user(value: str, _folder: Path | None = None) -> str:
 
 
 def _host_name(value: str, _folder: Path) -> str:
-    if not _HOST_NAME.fullmatch(value):
+    """The member's name, also a DNS name in its server and peer certificates."""
+    if not _HOST_NAME.fullmatch(value) or is_ip(value):
         raise _Bad(
-            f"invalid host name {value!r}: use up to 63 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
+            f"invalid host name {value!r}: it is the member's name and a DNS name in its "
+            "certificates; use up to 63 letters, digits, '-' and '.', each dot-separated "
+            "part starting and ending with a letter or digit (no '_')"
         )
     return value
+
+
+def jump_host_address(value: str) -> str:
+    """The host part of a valid ssh.jump_host ("admin@[fd00::1]:22" -> "fd00::1")."""
+    match = _JUMP_HOST.fullmatch(value)
+    host = match["host"] if match else value
+    return host[1:-1] if host.startswith("[") else host
 
 
 def _jump_host(value: str, _folder: Path) -> str:
@@ -425,14 +445,9 @@ def _flags(table: Mapping[str, Any], _folder: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in table.items():
         sub = f".{name}"
-        if name.startswith("-") and _FLAG_NAME.fullmatch(name.lstrip("-")):
-            raise _Bad(f"write flag names without leading dashes: {name.lstrip('-')!r}", sub)
-        if not _FLAG_NAME.fullmatch(name):
-            raise _Bad(f"invalid etcd flag name {name!r}: expected [a-z][a-z0-9-]*", sub)
-        if name in _MANAGED_FLAGS:
-            controlled_by = _MANAGED_FLAGS[name]
-            how = f"set {controlled_by} instead" if controlled_by else "it cannot be overridden"
-            raise _Bad(f"--{name} is managed by etcd-deploy; {how}", sub)
+        problem = flag_problem(name)
+        if problem is not None:
+            raise _Bad(problem, sub)
         out[name] = _flag_value(value, sub)
     return out
 
@@ -443,8 +458,9 @@ def _flag_value(value: Any, sub: str) -> str:
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, str):
-        if any(c in value for c in "\r\n\0"):
-            raise _Bad("flag values must be a single line", sub)
+        problem = flag_value_problem(value)
+        if problem is not None:
+            raise _Bad(problem, sub)
         return value
     raise _Bad(
         f"must be a string, number or boolean, not {_describe(value)} "
@@ -472,17 +488,18 @@ _CLUSTER: dict[str, _Key] = {
     "name": _Key("str", _REQUIRED, _cluster_name),
     "etcd_version": _Key("str", _REQUIRED, _etcd_version),
     "release_url": _Key("str", DEFAULT_RELEASE_URL, _release_url),
+    "release_sha256": _Key("table", {}, _release_pins),
     "client_port": _Key("int", 2379, _port),
     "peer_port": _Key("int", 2380, _port),
-    "data_dir": _Key("str", "/var/lib/etcd", _remote_dir(wipeable=True)),
-    "install_dir": _Key("str", "/opt/bin", _remote_dir(wipeable=False)),
-    "config_dir": _Key("str", "/etc/etcd", _remote_dir(wipeable=True)),
-    "cert_days": _Key("int", 365, _at_least(1)),
-    "ca_days": _Key("int", 3650, _at_least(1)),
+    "data_dir": _Key("str", "/var/lib/etcd", _remote_dir("data_dir")),
+    "install_dir": _Key("str", "/opt/bin", _remote_dir("install_dir")),
+    "config_dir": _Key("str", "/etc/etcd", _remote_dir("config_dir")),
+    "cert_days": _Key("int", 365, _between(1, MAX_DAYS)),
+    "ca_days": _Key("int", 3650, _between(1, MAX_DAYS)),
     "extra_sans": _Key("str_list", (), _sans),
     "state_dir": _Key("str", None, _local_path),
     "bootstrap": _Key("str", "learner", _one_of("learner", "parallel")),
-    "renew_within_days": _Key("int", 30, _at_least(0)),
+    "renew_within_days": _Key("int", 30, _between(0, MAX_DAYS)),
     "flags": _Key("table", {}, _flags),
 }
 
@@ -574,7 +591,7 @@ def _unknown_key(key: str, known: Iterable[str], where: str) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     if close:
         return f"{message}; did you mean {close[0]!r}?"
-    if where == "cluster" and _FLAG_NAME.fullmatch(key) and "-" in key:
+    if where == "cluster" and FLAG_NAME.fullmatch(key) and "-" in key:
         return f"{message}; etcd flags go in the [cluster.flags] table"
     return message
 
@@ -644,16 +661,46 @@ def _build_cluster(raw: Mapping[str, Any], ctx: _Ctx) -> Cluster:
     values = _read_table(raw, _CLUSTER, "cluster", ctx)
     if values["state_dir"] is None:
         values["state_dir"] = ctx.folder / STATE_DIR_NAME / values["name"]
-    state = values["state_dir"]
-    blocked = next((p for p in (state, *state.parents) if p.exists()), None)
-    if blocked is not None and not blocked.is_dir():
-        raise ctx.error("cluster.state_dir", f"{blocked} is a file, not a folder")
+    _check_state_dir(values["state_dir"], ctx)
     cluster = Cluster(**values)
     _check_ports(cluster, ctx)
     _check_dirs(cluster, ctx)
     _check_cert_days(cluster, ctx)
-    _check_bootstrap(cluster, ctx)
+    if "renew_within_days" in raw and cluster.renew_within_days >= cluster.cert_days:
+        raise ctx.error(
+            "cluster.renew_within_days",
+            f"{cluster.renew_within_days} is not less than cluster.cert_days "
+            f"({cluster.cert_days}): every certificate would be due for renewal at once",
+        )
+    _check_release(cluster, ctx)
     return cluster
+
+
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def _check_state_dir(state: Path, ctx: _Ctx) -> None:
+    """The state dir, or the first folder above it that exists, must be a writable folder
+    (no dangling link on the way, not in /proc, /sys or /dev)."""
+    key = "cluster.state_dir"
+    for path in (state, *state.parents):
+        if path.is_symlink() and not path.exists():
+            raise ctx.error(key, f"{path} is a link to {os.readlink(path)}, which does not exist")
+    real = Path(os.path.realpath(state))
+    pseudo = next((p for p in _PSEUDO_FILESYSTEMS if real.is_relative_to(p)), None)
+    if pseudo is not None:
+        raise ctx.error(
+            key,
+            f"{state} is inside {pseudo}, which holds no files: use a private folder "
+            "(the default is .etcd-deploy/<cluster name> next to the inventory)",
+        )
+    blocked = next((p for p in (state, *state.parents) if p.exists()), None)
+    if blocked is None:
+        return
+    if not blocked.is_dir():
+        raise ctx.error(key, f"{blocked} is a file, not a folder")
+    if blocked != state and not os.access(blocked, os.W_OK | os.X_OK):
+        raise ctx.error(key, f"{state} cannot be created: {blocked} is not writable")
 
 
 def _check_ports(cluster: Cluster, ctx: _Ctx) -> None:
@@ -691,21 +738,35 @@ def _check_cert_days(cluster: Cluster, ctx: _Ctx) -> None:
         )
 
 
-def _check_bootstrap(cluster: Cluster, ctx: _Ctx) -> None:
-    if cluster.bootstrap == "learner" and _version_tuple(cluster.etcd_version)[:2] < (3, 4):
-        raise ctx.error(
-            "cluster.bootstrap",
-            f'"learner" needs etcd 3.4 or later (etcd_version is {cluster.etcd_version}); '
-            'use bootstrap = "parallel"',
-        )
+def _check_release(cluster: Cluster, ctx: _Ctx) -> None:
+    """A plain-http release_url on another machine needs the tarball's sha256 pinned."""
+    if not needs_release_pin(cluster.release_url):
+        return
+    version = cluster.etcd_version
+    if any(key.partition("/")[0] == version for key in cluster.release_sha256):
+        return
+    raise ctx.error(
+        "cluster.release_url",
+        f"{redact_url(cluster.release_url)} is plain http:// on another machine: anyone on "
+        "the way can change the tarball and its SHA256SUMS; use https://, or pin the "
+        f'tarball\'s sha256 in cluster.release_sha256 ("{version}/amd64" = "<sha256>")',
+    )
 
 
 def _build_ssh(raw: Mapping[str, Any], ctx: _Ctx) -> SSHSettings:
     ssh = SSHSettings(**_read_table(raw, _SSH, "ssh", ctx))
-    for key in ("identity_file", "config_file"):
+    for key in ("identity_file", "config_file", "known_hosts"):
         local = getattr(ssh, key)
-        if local is not None and not local.is_file():
+        if local is not None and local.is_dir():
+            raise ctx.error(f"ssh.{key}", f"{local} is a folder, not a file")
+        if local is not None and key != "known_hosts" and not local.is_file():
             raise ctx.error(f"ssh.{key}", f"file not found: {local}")
+    if ssh.identity_file is not None and _is_public_key(ssh.identity_file):
+        raise ctx.error(
+            "ssh.identity_file",
+            f"{ssh.identity_file} is a public key: identity_file names the private key "
+            f"(usually the same name without .pub)",
+        )
     if ssh.host_key_check == "strict" and not ssh.known_hosts.is_file():
         raise ctx.error(
             "ssh.known_hosts",
@@ -714,6 +775,18 @@ def _build_ssh(raw: Mapping[str, Any], ctx: _Ctx) -> SSHSettings:
             'or set ssh.host_key_check = "accept-new" to record keys on first connect',
         )
     return ssh
+
+
+def _is_public_key(path: Path) -> bool:
+    """A .pub file, or an OpenSSH public key line ("ssh-ed25519 AAAA...")."""
+    if path.suffix == ".pub":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return False  # paramiko says why when it reads the key
+    return head.startswith((b"ssh-", b"ecdsa-sha2-", b"sk-ssh-", b"sk-ecdsa-"))
 
 
 def _host_where(index: int, raw: Any) -> str:
@@ -729,6 +802,12 @@ def _build_hosts(raw: Any, cluster: Cluster, ssh: SSHSettings, ctx: _Ctx) -> tup
         raise ctx.error("hosts", "no hosts: add at least one [[hosts]] table (name, address)")
     if not isinstance(raw, list) or not all(isinstance(h, dict) for h in raw):
         raise ctx.error("hosts", "must be an array of tables: write each host as [[hosts]]")
+    if len(raw) > MAX_HOSTS:
+        raise ctx.error(
+            "hosts",
+            f"{len(raw)} hosts: etcd-deploy manages at most {MAX_HOSTS} members "
+            "(etcd recommends 3, 5 or 7; more members make every write slower)",
+        )
     hosts: list[Host] = []
     wheres: list[str] = []
     for index, entry in enumerate(raw):
@@ -747,12 +826,43 @@ def _build_hosts(raw: Any, cluster: Cluster, ssh: SSHSettings, ctx: _Ctx) -> tup
         wheres.append(where)
     _check_unique_hosts(raw, hosts, wheres, ctx)
     _check_privileges(raw, hosts, wheres, ssh, ctx)
+    _check_ssh_collisions(hosts, wheres, cluster, ssh, ctx)
     return tuple(hosts)
 
 
+def _check_ssh_collisions(
+    hosts: list[Host], wheres: list[str], cluster: Cluster, ssh: SSHSettings, ctx: _Ctx
+) -> None:
+    """etcd's ports must not be a host's SSH port; the jump host must not be a member."""
+    for i, host in enumerate(hosts):
+        for key in ("client_port", "peer_port"):
+            if getattr(cluster, key) == host.ssh_port:
+                raise ctx.error(
+                    f"cluster.{key}",
+                    f"{host.ssh_port} is the SSH port of {wheres[i]}: etcd and sshd cannot "
+                    "listen on the same port",
+                )
+    if ssh.jump_host is None:
+        return
+    jump = _address_key(jump_host_address(ssh.jump_host))
+    for i, host in enumerate(hosts):
+        if jump in (_address_key(host.address), _address_key(host.etcd_address)):
+            raise ctx.error(
+                "ssh.jump_host",
+                f"{ssh.jump_host} is {wheres[i]} itself: a member cannot be the jump host to "
+                "the cluster (remove ssh.jump_host, or use another machine)",
+            )
+
+
 def _address_key(address: str) -> str:
-    """Comparison form: IPs are canonical already; DNS names compare case-insensitively."""
-    return address.lower()
+    """Comparison form: IPs are canonical already (an IPv4-mapped IPv6 address compares as
+    its IPv4 address); DNS names compare case-insensitively."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address.lower()
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
 
 
 def _check_unique_hosts(
@@ -811,12 +921,9 @@ def _warnings(cluster: Cluster, hosts: tuple[Host, ...]) -> tuple[str, ...]:
         found.append(
             f"{count} members tolerate no more failures than {count - 1}; use an odd count"
         )
-    major, minor, patch = _version_tuple(cluster.etcd_version)
-    if (major, minor) == (3, 5) and patch <= 2:
-        found.append(
-            f"etcd {cluster.etcd_version} has a known data inconsistency bug "
-            "(etcd-io/etcd#13766); use 3.5.3 or later (3.5.6+ recommended)"
-        )
+    bad = is_known_bad(cluster.etcd_version)
+    if bad:
+        found.append(f"etcd {cluster.etcd_version} is a known-bad release: {bad}")
     return tuple(found)
 
 
@@ -866,8 +973,9 @@ def remove_host_from_file(path: Path, name: str, *, check_only: bool = False) ->
     _write_validated(path, doc, check_only=check_only)
 
 
-def set_cluster_key_in_file(path: Path, key: str, value: Any) -> None:
-    """Set cluster.<key> (e.g. etcd_version), keeping its comment; refuse invalid results."""
+def set_cluster_key_in_file(path: Path, key: str, value: Any, *, check_only: bool = False) -> None:
+    """Set cluster.<key> (e.g. etcd_version), keeping its comment; refuse invalid results.
+    `check_only`: everything but the write (upgrade checks its final edit first)."""
     path = Path(path)
     doc = _read_document(path)
     cluster = doc.get("cluster")
@@ -879,7 +987,7 @@ def set_cluster_key_in_file(path: Path, key: str, value: Any) -> None:
         cluster[key] = value
     else:
         _insert_after_last_value(cluster, key, value)
-    _write_validated(path, doc)
+    _write_validated(path, doc, check_only=check_only)
 
 
 def _hosts_aot(doc: TOMLDocument, path: Path) -> AoT:
@@ -894,17 +1002,29 @@ def _hosts_aot(doc: TOMLDocument, path: Path) -> AoT:
 
 def _read_document(path: Path) -> TOMLDocument:
     try:
-        return tomlkit.parse(_read_text(path))
+        return tomlkit.parse(_read_text(path).removeprefix(_BOM))
     except ParseError as exc:
         raise InventoryError(path, "", f"TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise InventoryError(path, "", _TOO_DEEP) from None
 
 
 def _write_validated(path: Path, doc: TOMLDocument, *, check_only: bool = False) -> None:
-    """Validate the edited document exactly as load_inventory would, then write atomically."""
-    text = tomlkit.dumps(doc)
+    """Validate the edited document exactly as load_inventory would, then write atomically,
+    in the file's own style: a byte order mark and CRLF line ends are kept."""
+    text = _same_style(tomlkit.dumps(doc), _read_text(path))
     parse_inventory(text, path)
     if not check_only:
         atomic_write_text(path, text)
+
+
+def _same_style(text: str, original: str) -> str:
+    """`text` with the BOM and the line ends (CRLF or LF) of `original`."""
+    if "\r\n" in original:
+        text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    if original.startswith(_BOM) and not text.startswith(_BOM):
+        text = _BOM + text
+    return text
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,7 +1,11 @@
 """Changes made on one host: each a pure script builder plus a call that runs it.
 
 Files travel as one tar stream per host on stdin (modes and owners inside the archive),
-so secrets never appear on a command line and a phase costs one SSH round trip.
+so secrets never appear on a command line and a phase costs one SSH round trip. Nothing
+is written in place: each file lands next to its target as `<path>.etcd-deploy-new`, all
+of them are checked against their sha256 and flushed to disk, and only then renamed over
+their targets, one after the other (a cert and its key switch together). A stream cut
+half-way leaves every old file as it was.
 """
 
 from __future__ import annotations
@@ -14,16 +18,25 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from orchestrator.inventory import Inventory
-from orchestrator.lock import LOCK_PATH
+from orchestrator.lock import remove_script
+from orchestrator.ownership import (
+    ASIDE_PREFIX,
+    MARKER_NAME,
+    RESTORE_PREFIX,
+    STAGED_SUFFIX,
+    Marker,
+)
 from orchestrator.plan import (
     BACKUP_TIMER_PATH,
     BACKUP_UNIT_PATH,
+    CONFIG_FILES,
     HOST_BACKUP_DIR,
     UNIT_PATH,
     DesiredFile,
     desired_dirs,
 )
 from orchestrator.release import Release, release_bytes
+from orchestrator.render import pki_paths
 
 if TYPE_CHECKING:
     from orchestrator.transport import HostConnection
@@ -43,12 +56,21 @@ def _prepare_lines(inv: Inventory) -> list[str]:
     return lines
 
 
+STAGED = STAGED_SUFFIX
+
+
+def staged_path(path: str) -> str:
+    """Where a file lands before it is verified and renamed over `path`."""
+    return path + STAGED
+
+
 def files_tar(files: Iterable[DesiredFile]) -> bytes:
-    """A tar archive of `files` (paths relative to /) carrying their modes and owners."""
+    """A tar archive of `files` at their staged paths (relative to /), with modes and
+    owners."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for f in files:
-            info = tarfile.TarInfo(f.path.lstrip("/"))
+            info = tarfile.TarInfo(staged_path(f.path).lstrip("/"))
             info.size = len(f.content)
             info.mode = f.mode
             info.uname, info.gname = f.owner, f.group
@@ -61,9 +83,33 @@ def files_tar(files: Iterable[DesiredFile]) -> bytes:
 EXTRACT_FILES = "tar -x -f - -C / --same-owner --same-permissions --no-overwrite-dir"
 
 
-def write_files_script(daemon_reload: bool) -> str:
+def place_files_lines(files: Iterable[DesiredFile], root: str = "/") -> list[str]:
+    """After EXTRACT_FILES: check every staged file's sha256, flush them to disk, then
+    rename each over its target (a rename replaces a symlink, never writes through it).
+    `root` is "/" on a host (tests aim it elsewhere)."""
+    files = list(files)
+    if not files:
+        return []
+    base = root.rstrip("/")
+    sums = "\n".join(f"{f.sha256}  {base}{staged_path(f.path)}" for f in files)
+    staged = " ".join(q(base + staged_path(f.path)) for f in files)
+    return [
+        f"printf '%s\\n' {q(sums)} | sha256sum -c --quiet --strict -",
+        f"sync {staged}",
+        *(f"mv -f -T {q(base + staged_path(f.path))} {q(base + f.path)}" for f in files),
+    ]
+
+
+def write_files_script(files: Iterable[DesiredFile], daemon_reload: bool, root: str = "/") -> str:
+    files = list(files)
+    extract = EXTRACT_FILES.replace("-C /", f"-C {q(root)}") if root != "/" else EXTRACT_FILES
     return "\n".join(
-        ["set -e", EXTRACT_FILES, *(["systemctl daemon-reload"] if daemon_reload else [])]
+        [
+            "set -e",
+            extract,
+            *place_files_lines(files, root),
+            *(["systemctl daemon-reload"] if daemon_reload else []),
+        ]
     )
 
 
@@ -92,16 +138,24 @@ def _binary_lines(inv: Inventory, release: Release) -> list[str]:
 
 
 def setup_script(
-    inv: Inventory, *, prepare: bool, files_size: int, release: Release | None, reload: bool
+    inv: Inventory,
+    *,
+    prepare: bool,
+    files: list[DesiredFile],
+    files_size: int,
+    release: Release | None,
+    reload: bool,
 ) -> str:
     """One command for a host's whole install (or any part of it): the etcd user and
-    directories, then the files of the tar on stdin (its first `files_size` bytes), then the
-    binaries from the release tarball that follows it."""
+    directories, then `files` from the tar on stdin (its first `files_size` bytes), put in
+    place once all arrived whole, then the binaries from the release tarball that follows."""
     lines = ["set -e", *(_prepare_lines(inv) if prepare else [])]
     if release is None:
         lines.append(EXTRACT_FILES)
+        lines += place_files_lines(files)
     else:
         lines.append(f"head -c {files_size} | {EXTRACT_FILES}")
+        lines += place_files_lines(files)
         lines += _binary_lines(inv, release)
     if reload:
         lines.append("systemctl daemon-reload")
@@ -120,35 +174,90 @@ def setup_host(
     archive = files_tar(files)
     reload = any(f.path.startswith("/etc/systemd/system/") for f in files)
     script = setup_script(
-        inv, prepare=prepare, files_size=len(archive), release=release, reload=reload
+        inv, prepare=prepare, files=files, files_size=len(archive), release=release, reload=reload
     )
     conn.run(script, stdin=[archive, release_bytes(release)] if release else [archive])
 
 
-def teardown_script(inv: Inventory, *, wipe_data: bool) -> str:
-    """Stop etcd and remove what etcd-deploy installed; the data dir (and the etcd user that
-    owns it) only with `wipe_data`. Ends by letting go of the run lock."""
+def marker_lines(folder: str, marker: Marker) -> list[str]:
+    """Write `folder`'s marker as the install does (root, 0644), after a script re-made it."""
+    path = q(f"{folder}/{MARKER_NAME}")
+    return [
+        f"printf '%s' {q(marker.render())} > {path}",
+        f"chown root:root {path}",
+        f"chmod 0644 {path}",
+    ]
+
+
+def aside_lines(folder: str, suffix: str) -> list[str]:
+    """Move `folder` aside, never deleting it: renamed to `<folder>.<suffix>`, or, for a
+    mount point (which cannot be renamed), its entries moved into
+    `<folder>/.etcd-deploy-aside-<suffix>/`. Prints where they went."""
+    d = q(folder)
+    inside = q(f"{folder}/{ASIDE_PREFIX}{suffix}")
+    beside = q(f"{folder}.{suffix}")
+    return [
+        f"if mountpoint -q {d}; then",
+        f"  mkdir -m 0700 {inside}",
+        f"  find {d} -mindepth 1 -maxdepth 1 ! -name lost+found ! -name {q(ASIDE_PREFIX + '*')} "
+        f"! -name {q(RESTORE_PREFIX + '*')} -exec mv -t {inside} {{}} +",
+        f"  echo {inside}",
+        f"elif [ -e {d} ]; then mv -T {d} {beside}; echo {beside}; fi",
+    ]
+
+
+def _remove_marked_lines(folder: str, marker: Marker, *, force: bool) -> list[str]:
+    """Empty `folder` and remove it, only when it carries this cluster's marker (or with
+    `force`); a mount point (or its lost+found) stays, emptied. Says what it did."""
+    d, m = q(folder), q(f"{folder}/{MARKER_NAME}")
+    if marker.cluster_id:
+        ours = f"[ ! -L {m} ] && grep -qxF {q(marker.render().strip())} {m} 2>/dev/null"
+    else:  # a state dir from before the ids: the cluster's name is what we can check
+        prefix = f"etcd-deploy cluster={marker.cluster} id="
+        ours = f"[ ! -L {m} ] && grep -q ^{q(prefix)} {m} 2>/dev/null"
+    check = "true" if force else ours
+    return [
+        f"if [ ! -e {d} ]; then :; elif {check}; then",
+        f"  if mountpoint -q {d}; then",
+        f"    find {d} -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {{}} +",
+        f"  else rm -rf {d}; fi",
+        f"  echo {q(f'removed {folder}')}",
+        "else",
+        f"  echo {q(f'kept {folder}: it carries no marker of this cluster')}",
+        "fi",
+    ]
+
+
+def teardown_script(inv: Inventory, *, wipe_data: bool, marker: Marker, force: bool = False) -> str:
+    """Stop etcd and remove what etcd-deploy installed: its own files by name (never the
+    config dir's other files); the data dir (and the etcd user that owns it) only with
+    `wipe_data` and only when it carries this cluster's marker (`force`: whatever it holds).
+    Ends by letting go of the run lock."""
     c = inv.cluster
     binaries = " ".join(
         f"{q(c.install_dir)}/{b} {q(c.install_dir)}/{b}.prev"
         for b in ("etcd", "etcdctl", "etcdutl", "etcdctl.sh", "etcd-backup.sh")
     )
+    ours = [*pki_paths(inv).values(), *(f"{c.config_dir}/{n}" for n in CONFIG_FILES)]
+    config = " ".join(q(p) for p in ours)
     lines = [
         "systemctl disable --now etcd.service etcd-backup.timer >/dev/null 2>&1 || true",
         f"rm -f {UNIT_PATH} {BACKUP_UNIT_PATH} {BACKUP_TIMER_PATH}",
         "systemctl daemon-reload",
         "systemctl reset-failed etcd.service >/dev/null 2>&1 || true",
-        f"rm -rf {q(c.config_dir)}",
+        f"rm -f {config} {q(c.config_dir)}/*{STAGED} {q(c.config_dir)}/pki/*{STAGED}",
+        f"rmdir {q(c.config_dir)}/pki {q(c.config_dir)} 2>/dev/null || true",
         f"rm -f {binaries}",
         f"rmdir {q(c.install_dir)} 2>/dev/null || true",
     ]
     if wipe_data:
         lines += [
-            f"rm -rf {q(c.data_dir)} {HOST_BACKUP_DIR}",
-            "userdel etcd >/dev/null 2>&1 || true",
-            "groupdel etcd >/dev/null 2>&1 || true",
+            *_remove_marked_lines(c.data_dir, marker, force=force),
+            f"rm -rf {HOST_BACKUP_DIR}",
+            f"if [ ! -e {q(c.data_dir)} ]; then userdel etcd >/dev/null 2>&1; "
+            "groupdel etcd >/dev/null 2>&1; fi; true",
         ]
-    return "\n".join([*lines, f"rm -f {LOCK_PATH}"])
+    return "\n".join([*lines, remove_script()])
 
 
 def journal_tail(conn: HostConnection, lines: int = 12) -> str:
@@ -165,4 +274,4 @@ def journal_tail(conn: HostConnection, lines: int = 12) -> str:
 def apply_files(conn: HostConnection, files: list[DesiredFile]) -> None:
     """Write `files` in one command; systemd reloads its units when one of them changed."""
     reload = any(f.path.startswith("/etc/systemd/system/") for f in files)
-    conn.run(write_files_script(reload), stdin=files_tar(files))
+    conn.run(write_files_script(files, reload), stdin=files_tar(files))

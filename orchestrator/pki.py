@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator.errors import PreflightError
 from orchestrator.localfs import fsync_dir, write_atomic
+from orchestrator.state_dir import CLUSTER_ID_FILE, PKI_DIR
 
 if TYPE_CHECKING:
     from orchestrator.inventory import Host, Inventory
@@ -401,7 +403,7 @@ class LocalPKI:
     def __init__(self, state_dir: Path, cluster_name: str) -> None:
         self.state_dir = Path(state_dir)
         self.cluster_name = cluster_name
-        self.pki_dir = self.state_dir / "pki"
+        self.pki_dir = self.state_dir / PKI_DIR
         self._ca: tuple[x509.Certificate, CAKey] | None = None
 
     @property
@@ -442,6 +444,20 @@ class LocalPKI:
         write_atomic(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         self._ca = (cert, ca_key)
         return True
+
+    def cluster_id(self, *, create: bool) -> str:
+        """The state dir's id (`<state_dir>/cluster-id`), which the ownership markers on the
+        hosts carry; made when missing and `create`, else "" when missing."""
+        path = self.state_dir / CLUSTER_ID_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            if not create:
+                return ""
+        new = secrets.token_hex(8)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(path, (new + "\n").encode(), 0o600)
+        return new
 
     def require_ca(self) -> None:
         """For commands that use a cluster but never make one: its CA must be here already

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host, Inventory
+from orchestrator.ownership import MARKER_NAME, Marker
 from orchestrator.render import (
     env_without_initial,
     pki_paths,
@@ -22,6 +23,8 @@ UNIT_PATH = "/etc/systemd/system/etcd.service"
 BACKUP_UNIT_PATH = "/etc/systemd/system/etcd-backup.service"
 BACKUP_TIMER_PATH = "/etc/systemd/system/etcd-backup.timer"
 HOST_BACKUP_DIR = "/var/backups/etcd"
+# What etcd-deploy writes in the config dir besides pki/ (removed by name on teardown).
+CONFIG_FILES = ("etcd.env", "etcdctl.env", MARKER_NAME)
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class DesiredFile:
     mode: int
     owner: str
     group: str
-    kind: str  # "unit", "env", "etcdctl-env", "wrapper", "ca", "cert", "key"
+    kind: str  # "unit", "env", "etcdctl-env", "wrapper", "ca", "cert", "key", "marker"
 
     @property
     def secret(self) -> bool:
@@ -40,6 +43,9 @@ class DesiredFile:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.content).hexdigest()
+
+
+SYMLINK_REPLACED = "a symlink on the host: replaced by the file, its target left alone"
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class FileChange:
     @property
     def content_changed(self) -> bool:
         """False for a mode/owner fix, which never needs a restart."""
-        return self.reason in ("missing", "content differs")
+        return self.reason in ("missing", "content differs", SYMLINK_REPLACED)
 
 
 @dataclass
@@ -108,11 +114,27 @@ def env_file(inv: Inventory, env: str) -> DesiredFile:
     )
 
 
+def marker_files(inv: Inventory, marker: Marker) -> list[DesiredFile]:
+    """The ownership markers in the data and config dirs (see `ownership.py`)."""
+    content = marker.render().encode()
+    return [
+        DesiredFile(f"{d}/{MARKER_NAME}", content, 0o644, "root", "root", "marker")
+        for d in (inv.cluster.data_dir, inv.cluster.config_dir)
+    ]
+
+
 def desired_files(
-    inv: Inventory, host: Host, *, env: str, ca_pem: bytes, certs: Mapping[str, tuple[bytes, bytes]]
+    inv: Inventory,
+    host: Host,
+    *,
+    env: str,
+    ca_pem: bytes,
+    certs: Mapping[str, tuple[bytes, bytes]],
+    marker: Marker,
 ) -> list[DesiredFile]:
     """Every file etcd-deploy writes on `host`. `certs`: kind -> (cert PEM, key PEM)."""
     files = [
+        *marker_files(inv, marker),
         DesiredFile(UNIT_PATH, render_unit(inv).encode(), 0o644, "root", "root", "unit"),
         env_file(inv, env),
         DesiredFile(
@@ -152,6 +174,8 @@ def cert_files(inv: Inventory, certs: Mapping[str, tuple[bytes, bytes]]) -> list
 
 
 def _file_change(want: DesiredFile, facts: HostFacts, running_member: bool) -> FileChange | None:
+    if want.path in facts.links:
+        return FileChange(want, SYMLINK_REPLACED)
     have = facts.files.get(want.path)
     if have is None:
         return FileChange(want, "missing")

@@ -41,6 +41,7 @@ import httpx
 
 from orchestrator.errors import PreflightError
 from orchestrator.localfs import fsync_dir, write_atomic
+from orchestrator.rules import needs_release_pin, redact_url, release_pin_key, version_problem
 
 ARCH_BY_UNAME = {
     "x86_64": "amd64",
@@ -55,7 +56,6 @@ _MARKER_NAME = "SHA256SUMS.source"
 _CHUNK = 1024 * 1024
 _MAX_SUMS_BYTES = 1024 * 1024
 _STALE_PART_SECONDS = 3600
-_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?$")
 _HEX64_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 REQUIRED_BINARIES = ("etcd", "etcdctl")
 OPTIONAL_BINARIES = ("etcdutl",)
@@ -137,17 +137,20 @@ class _Source:
         url = release_url.strip()
         parsed = urllib.parse.urlsplit(url)
         scheme = parsed.scheme.lower()
+        self.shown = redact_url(url.rstrip("/"))  # for messages and the cache marker
         if scheme in ("http", "https"):
             self.base = url.rstrip("/")
             self.local: Path | None = None
         elif scheme == "file":
             if parsed.netloc not in ("", "localhost"):
-                raise PreflightError(f"unsupported file URL {url!r}: use file:///absolute/path")
+                raise PreflightError(
+                    f"unsupported file URL {self.shown!r}: use file:///absolute/path"
+                )
             self.local = Path(urllib.request.url2pathname(parsed.path))
             self.base = str(self.local).rstrip("/") or "/"
         elif scheme and len(scheme) > 1:  # one letter: a Windows drive, treat as a path
             raise PreflightError(
-                f"unsupported release_url {url!r}: use http(s)://, file:// or a local folder"
+                f"unsupported release_url {self.shown!r}: use http(s)://, file:// or a local folder"
             )
         else:
             self.local = Path(url).expanduser().absolute()
@@ -155,13 +158,17 @@ class _Source:
 
     @property
     def key(self) -> str:
-        """Identifies the source in the cache marker."""
-        return self.base
+        """Identifies the source in the cache marker (a password in the URL redacted)."""
+        return redact_url(self.base)
 
     def where(self, rel: str) -> str:
-        """URL or path of `rel` under the source, for messages."""
+        """URL or path of `rel` under the source, for messages: credentials redacted."""
         if self.local is not None:
             return str(self.local / rel)
+        return redact_url(f"{self.base}/{rel}")
+
+    def _url(self, rel: str) -> str:
+        """The URL to request (credentials kept: httpx sends them as basic auth)."""
         return f"{self.base}/{rel}"
 
     def close(self) -> None:
@@ -189,11 +196,16 @@ class _Source:
         except httpx.TimeoutException:
             raise PreflightError(f"timed out after {self.timeout:g}s fetching {url}") from None
         except httpx.ConnectError as exc:
-            raise PreflightError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
+            raise PreflightError(f"cannot connect to {url}: {self._text(exc)}") from None
         except httpx.TooManyRedirects:
             raise PreflightError(f"too many redirects fetching {url}") from None
         except httpx.HTTPError as exc:
-            raise PreflightError(f"error fetching {url}: {exc or type(exc).__name__}") from None
+            raise PreflightError(f"error fetching {url}: {self._text(exc)}") from None
+
+    def _text(self, exc: Exception) -> str:
+        """An exception's message, any copy of the source URL in it redacted."""
+        text = str(exc) or type(exc).__name__
+        return text.replace(self.base, self.shown) if self.base != self.shown else text
 
     @staticmethod
     def _check_status(url: str, response: httpx.Response) -> None:
@@ -214,7 +226,7 @@ class _Source:
             except OSError as exc:
                 raise PreflightError(f"cannot read {where}: {exc.strerror or exc}") from None
         else:
-            with self._errors(where), self._http().stream("GET", where) as response:
+            with self._errors(where), self._http().stream("GET", self._url(rel)) as response:
                 self._check_status(where, response)
                 buf = bytearray()
                 for chunk in response.iter_bytes():
@@ -228,11 +240,10 @@ class _Source:
 
     def exists(self, rel: str) -> bool | None:
         """True/False when known, None when the server does not say (HEAD unsupported...)."""
-        where = self.where(rel)
         if self.local is not None:
             return (self.local / rel).is_file()
         try:
-            response = self._http().head(where)
+            response = self._http().head(self._url(rel))
         except httpx.HTTPError:
             return None
         if response.status_code == 404:
@@ -252,7 +263,7 @@ class _Source:
             with src:
                 size = os.fstat(src.fileno()).st_size
                 return _copy(iter(lambda: src.read(_CHUNK), b""), out, size, progress)
-        with self._errors(where), self._http().stream("GET", where) as response:
+        with self._errors(where), self._http().stream("GET", self._url(rel)) as response:
             self._check_status(where, response)
             length = response.headers.get("Content-Length", "")
             # Raw bytes: a .tar.gz must never be transparently gunzipped.
@@ -394,16 +405,20 @@ def fetch_release(
     progress: Progress | None = None,
     timeout: float = 30.0,
     log: Log | None = None,
+    sha256: str | None = None,
 ) -> Release:
     """Return the verified release tarball for `version`/`arch`, downloading it if needed.
 
     `progress(done_bytes, total_bytes_or_None)` is called while downloading; `log` receives
     one-line notes (e.g. a corrupt cached tarball being fetched again). All failures raise
-    PreflightError with a one-line message naming the URL.
+    PreflightError with a one-line message naming the URL (a password in it redacted).
+    `sha256`: the tarball's hash pinned in the inventory (`cluster.release_sha256`); it
+    replaces SHA256SUMS, which is then not fetched (it may come from the same plain-http
+    server as the tarball).
     """
-    version = version.strip().removeprefix("v")
-    if not _VERSION_RE.match(version):
-        raise PreflightError(f"invalid etcd version {version!r}: expected X.Y.Z, e.g. 3.5.17")
+    problem = version_problem(version)
+    if problem is not None:
+        raise PreflightError(f"etcd release: {problem}")
     if arch not in set(ARCH_BY_UNAME.values()):
         raise PreflightError(f"unsupported etcd architecture {arch!r}")
     name = tarball_name(version, arch)
@@ -412,6 +427,12 @@ def fetch_release(
     vdir = cache / f"v{version}"
     final = vdir / name
     source = _Source(release_url, timeout)
+    if sha256 is None and needs_release_pin(release_url):
+        raise PreflightError(
+            f"release_url {source.shown} is plain http:// on another machine: pin the "
+            f'tarball\'s sha256 in cluster.release_sha256 ("{release_pin_key(version, arch)}" '
+            '= "<sha256>") or use https://'
+        )
     rel_sums = f"v{version}/{SUMS_NAME}"
     rel_tar = f"v{version}/{name}"
     tar_where = source.where(rel_tar)
@@ -439,31 +460,35 @@ def fetch_release(
         raise PreflightError(f"cannot create release cache {vdir}: {exc.strerror or exc}") from None
 
     try:
-        # Warm cache: no request at all.
-        sums = _cached_sums(vdir, source.key)
-        if sums is not None and name in sums:
-            cached = _sha256_if_file(final)
-            if cached is not None and cached[0] == sums[name]:
-                return finish(final, *cached)
+        if sha256 is not None:
+            expected, origin = sha256.lower(), "the pin in cluster.release_sha256"
+        else:
+            # Warm cache: no request at all.
+            sums = _cached_sums(vdir, source.key)
+            if sums is not None and name in sums:
+                cached = _sha256_if_file(final)
+                if cached is not None and cached[0] == sums[name]:
+                    return finish(final, *cached)
 
-        # Fresh SHA256SUMS from the source.
-        sums_where = source.where(rel_sums)
-        try:
-            data = source.read_small(rel_sums)
-        except _NotFound as exc:
-            if source.exists(rel_tar) is False:
+            # Fresh SHA256SUMS from the source.
+            sums_where = source.where(rel_sums)
+            try:
+                data = source.read_small(rel_sums)
+            except _NotFound as exc:
+                if source.exists(rel_tar) is False:
+                    raise PreflightError(
+                        f"etcd {version} for linux-{arch} not found at {tar_where}{exc.suffix()}"
+                    ) from None
                 raise PreflightError(
-                    f"etcd {version} for linux-{arch} not found at {tar_where}{exc.suffix()}"
+                    f"no SHA256SUMS for etcd {version} at {sums_where}{exc.suffix()}: "
+                    f"cannot verify {name}"
                 ) from None
-            raise PreflightError(
-                f"no SHA256SUMS for etcd {version} at {sums_where}{exc.suffix()}: "
-                f"cannot verify {name}"
-            ) from None
-        sums = parse_sha256sums(data.decode("utf-8", "replace"))
-        expected = sums.get(name)
-        if expected is None:
-            raise PreflightError(f"SHA256SUMS at {sums_where} has no entry for {name}")
-        _store_sums(vdir, source.key, data)
+            sums = parse_sha256sums(data.decode("utf-8", "replace"))
+            found = sums.get(name)
+            if found is None:
+                raise PreflightError(f"SHA256SUMS at {sums_where} has no entry for {name}")
+            _store_sums(vdir, source.key, data)
+            expected, origin = found, f"SHA256SUMS from {sums_where}"
 
         # A cached tarball that still matches is kept; one that does not is fetched again.
         cached = _sha256_if_file(final)
@@ -471,7 +496,7 @@ def fetch_release(
             if cached[0] == expected:
                 return finish(final, *cached)
             note(
-                f"cached {final} does not match SHA256SUMS from {sums_where} "
+                f"cached {final} does not match {origin} "
                 f"(expected {expected}, got {cached[0]}): deleting it and downloading again"
             )
             with contextlib.suppress(FileNotFoundError):
@@ -493,6 +518,7 @@ def fetch_release(
                 raise PreflightError(
                     f"checksum mismatch for {name} from {tar_where}: "
                     f"expected {expected}, got {actual}"
+                    + (" (expected: the pin in cluster.release_sha256)" if sha256 else "")
                 )
             release = finish(part, actual, part.stat().st_size)
             os.replace(part, final)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from orchestrator.errors import UsageError
 from orchestrator.inventory import is_ip
 from orchestrator.pki import HOST_CERT_KINDS
+from orchestrator.rules import FLAG_NAME, SAFE_REMOTE_PATH, flag_problem, flag_value_problem
 from orchestrator.versions import Version, parse_version, supported_version
 
 if TYPE_CHECKING:
@@ -56,38 +57,6 @@ FEATURE_GATES_3_6: dict[str, str] = {
 # Removed in 3.6 (v2 store and v2 proxy are gone); "proxy*" is matched as a prefix.
 REMOVED_IN_3_6: tuple[str, ...] = ("enable-v2", "experimental-enable-v2v3", "proxy")
 
-# Flags etcd-deploy sets itself: setting them in [cluster.flags] is refused.
-MANAGED_FLAGS: dict[str, str] = {
-    "name": "it is the host's name in the inventory",
-    "data-dir": "use cluster.data_dir",
-    "listen-peer-urls": "it derives from the host's etcd_address and cluster.peer_port",
-    "listen-client-urls": "it derives from the host's etcd_address and cluster.client_port",
-    "advertise-client-urls": "it derives from the host's etcd_address and cluster.client_port",
-    "initial-advertise-peer-urls": "it derives from the host's etcd_address",
-    "initial-cluster": "membership is managed by etcd-deploy",
-    "initial-cluster-state": "membership is managed by etcd-deploy",
-    "initial-cluster-token": "membership is managed by etcd-deploy",
-    "client-cert-auth": "TLS is managed by etcd-deploy",
-    "trusted-ca-file": "TLS is managed by etcd-deploy",
-    "cert-file": "TLS is managed by etcd-deploy",
-    "key-file": "TLS is managed by etcd-deploy",
-    "auto-tls": "TLS is managed by etcd-deploy",
-    "peer-client-cert-auth": "TLS is managed by etcd-deploy",
-    "peer-trusted-ca-file": "TLS is managed by etcd-deploy",
-    "peer-cert-file": "TLS is managed by etcd-deploy",
-    "peer-key-file": "TLS is managed by etcd-deploy",
-    "peer-auto-tls": "TLS is managed by etcd-deploy",
-    "strict-reconfig-check": "etcd-deploy relies on it for safe membership changes",
-    "config-file": "etcd ignores every environment variable when a config file is set",
-    "force-new-cluster": "it would re-run on every restart; use the restore command instead",
-    "discovery": "the cluster is bootstrapped from the inventory, not discovery",
-    "discovery-srv": "the cluster is bootstrapped from the inventory, not discovery",
-    "discovery-endpoints": "the cluster is bootstrapped from the inventory, not discovery",
-}
-
-_FLAG_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
-
 
 def _header(inv: Inventory) -> str:
     return (
@@ -98,7 +67,7 @@ def _header(inv: Inventory) -> str:
 
 def _safe_path(key: str, value: str) -> str:
     """An absolute path usable unquoted in a unit file, an EnvironmentFile and sh."""
-    if not _SAFE_PATH_RE.match(value):
+    if not SAFE_REMOTE_PATH.fullmatch(value):
         raise UsageError(
             f"{key} = {value!r}: expected an absolute path of letters, digits and ._/@+- "
             "(no spaces or quotes)"
@@ -108,13 +77,9 @@ def _safe_path(key: str, value: str) -> str:
 
 def _env_value(key: str, value: str) -> str:
     """A value safe to write unquoted in a systemd EnvironmentFile."""
-    if any(c in value for c in "\n\r\0"):
-        raise UsageError(f"{key}: the value contains a line break")
-    if "\\" in value or value[:1] in ("'", '"') or value != value.strip():
-        raise UsageError(
-            f"{key} = {value!r}: systemd would alter this value in an EnvironmentFile "
-            "(backslashes, leading quotes or surrounding spaces)"
-        )
+    problem = flag_value_problem(value)
+    if problem is not None:
+        raise UsageError(f"{key}: {problem}")
     return value
 
 
@@ -140,7 +105,7 @@ def _flag_str(value: object) -> str:
 
 def _normalize_flag(name: str) -> str:
     norm = name.strip().lstrip("-").lower().replace("_", "-")
-    if not _FLAG_NAME_RE.match(norm):
+    if not FLAG_NAME.fullmatch(norm):
         raise UsageError(f"cluster.flags.{name}: not a valid etcd flag name")
     return norm
 
@@ -180,8 +145,9 @@ def resolve_flags(flags: Mapping[str, object], version: str) -> list[tuple[str, 
         key = f"cluster.flags.{raw_name}"
         name = _normalize_flag(raw_name)
         value = _env_value(key, _flag_str(raw_value))
-        if name in MANAGED_FLAGS:
-            raise UsageError(f"{key}: managed by etcd-deploy ({MANAGED_FLAGS[name]})")
+        problem = flag_problem(name)
+        if problem is not None:
+            raise UsageError(f"{key}: {problem}")
         if new36 and _removed_in_3_6(name):
             raise UsageError(f"{key}: --{name} was removed in etcd 3.6; target is {target}")
         if name == "feature-gates":
@@ -374,17 +340,15 @@ def _hardening(rw_paths: list[str], *, home: str, caps: str) -> list[str]:
 def render_unit(inv: Inventory) -> str:
     """/etc/systemd/system/etcd.service.
 
-    The data dir (and a `wal-dir` from [cluster.flags]) must exist before the unit starts:
-    ReadWritePaths= fails the start otherwise. TimeoutStartSec is long because a joining
-    member with Type=notify only notifies once it has caught up with the cluster.
+    The data dir must exist before the unit starts: ReadWritePaths= fails the start
+    otherwise (`wal-dir` is refused by `rules.REFUSED_FLAGS`). TimeoutStartSec is long
+    because a joining member with Type=notify only notifies once it has caught up with the
+    cluster.
     """
     c = inv.cluster
     config_dir = _safe_path("cluster.config_dir", c.config_dir)
     install_dir = _safe_path("cluster.install_dir", c.install_dir)
     rw_paths = [_safe_path("cluster.data_dir", c.data_dir)]
-    for name, value in c.flags.items():
-        if _normalize_flag(name) == "wal-dir":
-            rw_paths.append(_safe_path(f"cluster.flags.{name}", _flag_str(value)))
     low_port = min(c.client_port, c.peer_port) < 1024
     caps = "CAP_NET_BIND_SERVICE" if low_port else ""
     lines = [

@@ -6,7 +6,10 @@ A snapshot taken through etcd's v3 API (`etcdctl snapshot save`, the maintenance
 RPC) is a bbolt database followed by a 32-byte sha256 of everything before it. etcd checks
 that hash at `snapshot restore` time only (`snapshot status` does not); `verify_integrity`
 does the same check without any etcd binary. Control-machine snapshots are named
-`{cluster}-{YYYYmmddTHHMMSS}Z.db` (UTC) and written through a `.part` file.
+`{cluster}-{YYYYmmddTHHMMSS}.{mmm}Z.db` (UTC, milliseconds; `-2`, `-3`... before `.db` when
+that name is taken: a name is never reused) and written through a `.part` file created
+with O_EXCL. Names of earlier versions, to the second (`{cluster}-{YYYYmmddTHHMMSS}Z.db`),
+are still listed and pruned.
 """
 
 from __future__ import annotations
@@ -62,20 +65,82 @@ def _utc(when: datetime) -> datetime:
     return when.astimezone(UTC)
 
 
-def snapshot_file_name(cluster: str, when: datetime) -> str:
-    """`{cluster}-{YYYYmmddTHHMMSS}Z.db` for `when` in UTC (naive datetimes count as UTC)."""
-    return f"{cluster}-{_utc(when):{_STAMP}}.db"
+def snapshot_file_name(cluster: str, when: datetime, seq: int = 1) -> str:
+    """`{cluster}-{YYYYmmddTHHMMSS}.{mmm}Z.db` for `when` in UTC (naive datetimes count as
+    UTC); `seq` 2, 3... adds `-2`, `-3`... for a name taken already."""
+    utc = _utc(when)
+    suffix = f"-{seq}" if seq > 1 else ""
+    return f"{cluster}-{utc:%Y%m%dT%H%M%S}.{utc.microsecond // 1000:03d}Z{suffix}.db"
 
 
 def parse_snapshot_name(name: str, cluster: str) -> datetime | None:
-    """The UTC time in a snapshot file name of `cluster`, or None for any other name."""
-    m = re.fullmatch(re.escape(cluster) + r"-([0-9]{8}T[0-9]{6}Z)\.db", name)
+    """The UTC time in a snapshot file name of `cluster`, or None for any other name
+    (names to the second, of earlier versions, too)."""
+    m = re.fullmatch(
+        re.escape(cluster) + r"-([0-9]{8}T[0-9]{6})(?:\.([0-9]{3}))?Z(?:-[1-9][0-9]{0,5})?\.db",
+        name,
+        flags=re.ASCII,
+    )
     if m is None:
         return None
     try:
-        return datetime.strptime(m.group(1), _STAMP).replace(tzinfo=UTC)
+        when = datetime.strptime(m.group(1) + "Z", _STAMP).replace(tzinfo=UTC)
     except ValueError:  # e.g. month 13
         return None
+    return when.replace(microsecond=int(m.group(2) or 0) * 1000)
+
+
+def create_part(folder: Path, cluster: str, when: datetime) -> tuple[Path, int]:
+    """A new snapshot name in `folder` and its `.part` file, created here with O_EXCL (mode
+    0600, never through a symlink): (final path, open descriptor of the `.part`). A name
+    whose final file or `.part` exists already is never reused: the next `-N` is tried."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for seq in range(1, 1000):
+        final = folder / snapshot_file_name(cluster, when, seq)
+        if os.path.lexists(final):
+            continue
+        try:
+            fd = os.open(final.with_name(final.name + ".part"), flags, 0o600)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise PreflightError(
+                f"cannot create a snapshot in {folder}: {exc.strerror or exc}"
+            ) from None
+        return final, fd
+    raise PreflightError(f"cannot create a snapshot in {folder}: every name for {when} is taken")
+
+
+def publish(part: Path, final: Path) -> Path:
+    """Give the finished `part` its final name without replacing anything (a hard link
+    fails when the name exists: then `-N` names are tried); returns the name it got."""
+    first = _seq(final.name)
+    for seq in range(first, first + 1000):
+        target = final if seq == first else final.with_name(_with_seq(final.name, seq))
+        try:
+            os.link(part, target)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links on this file system: rename when the name is free
+            if os.path.lexists(target):
+                continue
+            os.rename(part, target)
+            return target
+        part.unlink()
+        return target
+    raise PreflightError(f"cannot name the snapshot {final}: every name is taken")
+
+
+def _seq(name: str) -> int:
+    """The `-N` of a snapshot name (1 without one): later names in one millisecond."""
+    m = re.search(r"Z-([0-9]+)\.db$", name)
+    return int(m.group(1)) if m else 1
+
+
+def _with_seq(name: str, seq: int) -> str:
+    """`name` (`...Z.db` or `...Z-N.db`) with the sequence number `seq` instead."""
+    stem = re.sub(r"(-[1-9][0-9]*)?\.db$", "", name)
+    return f"{stem}-{seq}.db"
 
 
 def verify_integrity(path: Path) -> str:
@@ -154,7 +219,7 @@ def list_local(folder: Path, cluster: str) -> list[LocalBackup]:
         if not stat.S_ISREG(st.st_mode):
             continue
         found.append(LocalBackup(entry, taken_at, st.st_size))
-    found.sort(key=lambda b: (b.taken_at, b.path.name), reverse=True)
+    found.sort(key=lambda b: (b.taken_at, _seq(b.path.name), b.path.name), reverse=True)
     return found
 
 

@@ -22,7 +22,7 @@ import paramiko
 from fabric import Config, Connection
 
 from orchestrator.errors import PreflightError, TransportError
-from orchestrator.inventory import Host, Inventory
+from orchestrator.inventory import Host, Inventory, jump_host_address
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10
@@ -75,6 +75,10 @@ class HostConnection:
     log: Callable[[str], None] = field(default=lambda _m: None)
     counters: Counters = field(default_factory=Counters)
     _conn: Connection | None = None
+    # open/close from two threads (the run's, and the lock renewal's) must not race: one
+    # connection, not two. Commands themselves are channels of one paramiko Transport,
+    # which is thread-safe.
+    _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -125,6 +129,10 @@ class HostConnection:
             hop = hop.gateway
 
     def open(self) -> None:
+        with self._mutex:
+            self._open()
+
+    def _open(self) -> None:
         if self._conn is not None and self._conn.is_connected:
             return
         conn = self._build()
@@ -157,9 +165,10 @@ class HostConnection:
         return f"{self.host.ssh_user}@{self.host.address}:{self.host.ssh_port}"
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._mutex:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def wrap(self, script: str) -> str:
         """The command line for a shell script, under sudo when the inventory asks for it."""
@@ -175,21 +184,26 @@ class HostConnection:
         timeout: float = 300,
         quiet: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        side: bool = False,
     ) -> CommandResult:
         """Run a shell script on the host. Secrets travel only on stdin, never in `script`;
-        `stdin` may come in parts, sent one after the other (no copy joins them)."""
+        `stdin` may come in parts, sent one after the other (no copy joins them).
+
+        `side`: a command from another thread beside the run's own (the lock renewal): its
+        failure never closes the connection under the run's commands, nor is it counted."""
         self.open()
-        assert self._conn is not None
         command = self.wrap(script)
         parts = [stdin] if isinstance(stdin, bytes) else list(stdin) if stdin is not None else None
         if not quiet:
             size = sum(len(p) for p in parts or [])
             self.log(f"$ {script.strip()}" + (f"  (<{size} bytes on stdin)" if parts else ""))
-        self.counters.commands += 1
+        if not side:
+            self.counters.commands += 1
         try:
             code, out, err = self._exec(command, parts, timeout, progress)
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
-            self.close()
+            if not side:
+                self.close()
             raise TransportError(
                 self.name,
                 f"command failed to run ({exc.__class__.__name__}: "
@@ -211,8 +225,10 @@ class HostConnection:
         timeout: float,
         progress: Callable[[int, int], None] | None,
     ) -> tuple[int, bytes, bytes]:
-        assert self._conn is not None
-        transport = self._conn.client.get_transport()
+        conn = self._conn  # another thread may close it meanwhile: then EOFError, as for a cut
+        if conn is None:
+            raise EOFError("connection closed")
+        transport = conn.client.get_transport()
         if transport is None or not transport.is_active():
             raise EOFError("connection closed")
         chan = transport.open_session(timeout=CONNECT_TIMEOUT)
@@ -266,11 +282,52 @@ def _check_local_ssh_files(inv: Inventory) -> None:
             paramiko.HostKeys(str(ssh.known_hosts))
     except Exception as exc:
         raise PreflightError(f"{ssh.known_hosts}: unreadable known_hosts file: {exc}") from None
-    if ssh.config_file:
+    targets = [h.address for h in inv.hosts]
+    if ssh.jump_host:
+        targets.append(jump_host_address(ssh.jump_host))
+    for path in _ssh_config_paths(inv):
         try:
-            paramiko.SSHConfig.from_path(str(ssh.config_file))
+            text = path.read_text()
+            _refuse_match_exec(path, text)
+            config = paramiko.SSHConfig.from_text(text)
+            for target in targets:
+                proxy = config.lookup(target).get("proxycommand", "none")
+                if proxy.lower() != "none":
+                    raise PreflightError(
+                        f"{path}: a ProxyCommand applies to {target}: etcd-deploy does not run "
+                        "proxy commands (one that fails leaves SSH spinning); use "
+                        "ssh.jump_host in the inventory, or ssh.config_file naming an "
+                        "ssh_config without it"
+                    )
+        except PreflightError:
+            raise
         except Exception as exc:
-            raise PreflightError(f"{ssh.config_file}: unreadable ssh_config: {exc}") from None
+            raise PreflightError(f"{path}: unreadable ssh_config: {exc}") from None
+
+
+_USER_SSH_CONFIG = "~/.ssh/config"
+_SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
+
+
+def _ssh_config_paths(inv: Inventory) -> list[Path]:
+    """The ssh_config files fabric reads: ssh.config_file, else ~/.ssh/config and the
+    system one (those that exist)."""
+    if inv.ssh.config_file:
+        return [inv.ssh.config_file]
+    paths = (Path(_USER_SSH_CONFIG).expanduser(), Path(_SYSTEM_SSH_CONFIG))
+    return [p for p in paths if p.is_file()]
+
+
+def _refuse_match_exec(path: Path, text: str) -> None:
+    """`Match exec` runs a local command on every host lookup: refused."""
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.replace("=", " ").lower().split()
+        if words[:1] == ["match"] and "exec" in words[1:]:
+            raise PreflightError(
+                f"{path} line {number}: 'Match exec' runs a command on every host lookup; "
+                "etcd-deploy refuses it: remove it, or set ssh.config_file to an ssh_config "
+                "without it"
+            )
 
 
 @dataclass

@@ -3,106 +3,40 @@
 Rules (etcd's upgrade guides): patch upgrades are free; minor versions go one at a time
 (3.4 -> 3.5 -> 3.6); some minor jumps need a minimum patch on the source minor first
 (`MIN_SOURCE_PATCH`); no downgrades by binary swap; releases with known data-loss bugs
-(`KNOWN_BAD`) are refused unless explicitly allowed.
+(`KNOWN_BAD`) are refused unless explicitly allowed. What a valid, supported version is
+(and the known-bad list) is defined once, in `orchestrator.rules`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from orchestrator.errors import SafetyRefusal, UsageError
-
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
-
-
-def _suffix_key(suffix: str) -> tuple[int, tuple[tuple[int, int, str], ...]]:
-    """Sort key for a pre-release suffix: a release ("") sorts after its pre-releases."""
-    if not suffix:
-        return (1, ())
-    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in suffix.split("."))
-    return (0, parts)
-
-
-class Version(NamedTuple):
-    """A parsed etcd version. Ordered like semver: 3.6.0-rc.1 < 3.6.0 < 3.6.1."""
-
-    major: int
-    minor: int
-    patch: int
-    suffix: str = ""
-
-    def _key(self) -> tuple[int, int, int, tuple[int, tuple[tuple[int, int, str], ...]]]:
-        return (self.major, self.minor, self.patch, _suffix_key(self.suffix))
-
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key() < other._key()
-
-    def __le__(self, other: object) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key() <= other._key()
-
-    def __gt__(self, other: object) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key() > other._key()
-
-    def __ge__(self, other: object) -> bool:
-        if not isinstance(other, Version):
-            return NotImplemented
-        return self._key() >= other._key()
-
-    @property
-    def minor_line(self) -> tuple[int, int]:
-        return (self.major, self.minor)
-
-    def __str__(self) -> str:
-        base = f"{self.major}.{self.minor}.{self.patch}"
-        return f"{base}-{self.suffix}" if self.suffix else base
-
-
-def parse_version(text: str) -> Version:
-    """Parse "3.5.17", "v3.5.17" or "3.6.0-rc.1". Raises ValueError on anything else."""
-    m = _VERSION_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"invalid etcd version {text!r}: expected MAJOR.MINOR.PATCH")
-    return Version(int(m[1]), int(m[2]), int(m[3]), m[4] or "")
-
-
-def _as_version(v: Version | str) -> Version:
-    return v if isinstance(v, Version) else parse_version(v)
-
-
-# Inclusive ranges of releases never to deploy to production, with the reason shown.
-KNOWN_BAD: tuple[tuple[Version, Version, str], ...] = (
-    (
-        Version(3, 5, 0),
-        Version(3, 5, 2),
-        "etcd 3.5.0-3.5.2 can lose data consistency after a crash "
-        "(etcd-io/etcd#13766); use 3.5.3 or later (3.5.6+ recommended)",
-    ),
+from orchestrator.rules import (
+    KNOWN_BAD,
+    MIN_SUPPORTED,
+    Version,
+    check_version,
+    is_known_bad,
+    parse_version,
 )
+
+__all__ = [
+    "KNOWN_BAD",
+    "MIN_SOURCE_PATCH",
+    "MIN_SUPPORTED",
+    "UpgradePath",
+    "Version",
+    "check_upgrade_path",
+    "is_known_bad",
+    "parse_version",
+    "supported_version",
+]
 
 # Before a member leaves minor line (major, minor) for the next minor, it must run at least
 # this patch. 3.5 -> 3.6: etcd's 3.6 upgrade guide requires 3.5.26+ (latest guidance 3.5.32,
 # fixing the "too many learner members" upgrade failure and v2store/membership checks).
 MIN_SOURCE_PATCH: dict[tuple[int, int], int] = {(3, 5): 26}
-
-# Oldest minor line this tool deploys (learners, /livez and /readyz need 3.4).
-MIN_SUPPORTED = Version(3, 4, 0)
-
-
-def is_known_bad(v: Version | str) -> str | None:
-    """The reason `v` must not be deployed, or None."""
-    ver = _as_version(v)
-    for low, high, reason in KNOWN_BAD:
-        if low <= ver <= high:
-            return reason
-    return None
 
 
 @dataclass(frozen=True)
@@ -121,14 +55,11 @@ class UpgradePath:
 
 
 def supported_version(text: str) -> Version:
-    """Parse a version etcd-deploy can deploy; UsageError for a malformed or too old one."""
+    """A version etcd-deploy can deploy (`rules.version_problem`), or UsageError."""
     try:
-        v = parse_version(text)
+        return check_version(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if v < MIN_SUPPORTED:
-        raise UsageError(f"etcd {v} is not supported: etcd-deploy needs {MIN_SUPPORTED} or later")
-    return v
 
 
 def check_upgrade_path(

@@ -16,24 +16,25 @@ from orchestrator.cluster import observe
 from orchestrator.context import RunContext
 from orchestrator.errors import ClusterUnhealthy, EtcdDeployError, UsageError
 from orchestrator.local_tools import local_snapshot_status, snapshot_tool
-from orchestrator.localfs import fsync_dir
+from orchestrator.localfs import fsync_dir, write_atomic
+from orchestrator.lock import new_owner
 from orchestrator.operations import apply_files
 from orchestrator.plan import BACKUP_TIMER_PATH, BACKUP_UNIT_PATH, HOST_BACKUP_DIR, DesiredFile
 from orchestrator.release import ARCH_BY_UNAME, fetch_release
 from orchestrator.render import render_backup_script, render_backup_service, render_backup_timer
 from orchestrator.snapshot import (
     SnapshotStatus,
+    create_part,
     list_local,
     prune_local,
-    snapshot_file_name,
+    publish,
     verify_integrity,
 )
+from orchestrator.state_dir import BACKUPS_DIR, SCHEDULE_FILE
 from orchestrator.workflows.hosts import locked_hosts, raise_for_failures
 
 if TYPE_CHECKING:
     from orchestrator.transport import HostConnection
-
-SCHEDULE_FILE = "backup-schedule.json"
 
 
 @dataclass
@@ -48,7 +49,7 @@ class BackupResult:
 
 
 def default_backup_dir(ctx: RunContext) -> Path:
-    return ctx.inv.cluster.state_dir / "backups"
+    return ctx.inv.cluster.state_dir / BACKUPS_DIR
 
 
 def status_of_snapshot(ctx: RunContext, path: Path) -> SnapshotStatus | None:
@@ -57,7 +58,10 @@ def status_of_snapshot(ctx: RunContext, path: Path) -> SnapshotStatus | None:
     if arch is None or platform.system() != "Linux":
         return None
     try:
-        release = fetch_release(ctx.inv.cluster.release_url, ctx.inv.cluster.etcd_version, arch)
+        c = ctx.inv.cluster
+        release = fetch_release(
+            c.release_url, c.etcd_version, arch, sha256=c.release_pin(c.etcd_version, arch)
+        )
         tool = snapshot_tool(release)
         return local_snapshot_status(tool, path) if tool else None
     except EtcdDeployError as exc:
@@ -65,13 +69,32 @@ def status_of_snapshot(ctx: RunContext, path: Path) -> SnapshotStatus | None:
         return None
 
 
-def run_backup(ctx: RunContext, *, out_dir: Path | None, keep: int | None) -> BackupResult:
-    """Snapshot the leader (or another healthy member) into `out_dir`."""
-    inv = ctx.inv
-    folder = out_dir or default_backup_dir(ctx)
+def _check_backup_dir(folder: Path) -> None:
+    """`folder` is, or can be made as, a writable folder: said before anything connects."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: not a folder (-o wants the folder for the backups)")
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    real = Path(os.path.realpath(folder))
+    base = next(p for p in (real, *real.parents) if p.exists())
+    pseudo = next((p for p in ("/proc", "/sys", "/dev") if real.is_relative_to(p)), None)
+    if pseudo is not None or not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        where = f"it is inside {pseudo}" if pseudo else f"{base} is not a writable folder"
+        raise UsageError(f"{folder}: cannot write backups there ({where})")
+
+
+def run_backup(ctx: RunContext, *, out_dir: Path | None, keep: int | None) -> BackupResult:
+    """Snapshot the leader (or another healthy member) into `out_dir`, under the state
+    dir's lock (two backups never race for a name; a no-op when the run holds it)."""
+    inv = ctx.inv
+    folder = out_dir or default_backup_dir(ctx)
+    _check_backup_dir(folder)
+    ctx.pki.require_ca()  # no cluster of ours to back up: said before the lock makes anything
+    ctx.lock_state(new_owner("backup"))
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise UsageError(
+            f"{folder}: cannot create the backup folder: {exc.strerror or exc}"
+        ) from None
     client = ctx.client()
     view = observe(client)
     healthy = [m for m in view.voters if view.is_healthy_member(m.id) and m.client_urls]
@@ -81,11 +104,10 @@ def run_backup(ctx: RunContext, *, out_dir: Path | None, keep: int | None) -> Ba
         )
     source = next((m for m in healthy if m.id == view.leader_id), healthy[0])
     endpoint = source.client_urls[0]
-    final = folder / snapshot_file_name(inv.cluster.name, datetime.now(UTC))
+    keys_now, revision_now = client.count_keys(endpoint)
+    final, fd = create_part(folder, inv.cluster.name, datetime.now(UTC))
     part = final.with_name(final.name + ".part")
     ctx.ui.info("backup", f"snapshot of {source.name} ({endpoint}) into {final}")
-    keys_now, revision_now = client.count_keys(endpoint)
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out, ctx.ui.progress("[backup] snapshot", None) as bar:
             size = client.snapshot(endpoint, out, progress=lambda n: bar(n))
@@ -96,7 +118,7 @@ def run_backup(ctx: RunContext, *, out_dir: Path | None, keep: int | None) -> Ba
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    os.replace(part, final)
+    final = publish(part, final)
     fsync_dir(folder)
     result = BackupResult(
         file=str(final),
@@ -200,7 +222,8 @@ def run_schedule(ctx: RunContext, *, every: str, keep: int, off: bool) -> None:
         record.unlink(missing_ok=True)
     else:
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"every": every, "keep": keep, "folder": HOST_BACKUP_DIR}))
+        data = json.dumps({"every": every, "keep": keep, "folder": HOST_BACKUP_DIR})
+        write_atomic(record, data.encode(), 0o600)
 
 
 def schedule_installed(ctx: RunContext) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cluster import wait_healthy
 from orchestrator.context import RunContext
-from orchestrator.errors import EXIT_CHANGES_PENDING, PhaseFailure, UsageError
+from orchestrator.errors import EXIT_CHANGES_PENDING, PhaseFailure, TransportError, UsageError
 from orchestrator.etcd_api import Member
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
@@ -34,6 +34,7 @@ PROVE_TIMEOUT = 30.0
 # What a status code of `certs check` means: something expires within the window (or has
 # expired, or does not match the inventory).
 EXIT_CERTS_DUE = 7
+UNREACHABLE = "unreachable"
 
 
 @dataclass
@@ -55,7 +56,7 @@ def _host_cert_texts(ctx: RunContext) -> dict[str, dict[str, str]]:
 
     def one(conn: HostConnection) -> dict[str, str]:
         script = "".join(
-            f"echo '@@ {kind}'; cat {shlex.quote(path)} 2>/dev/null; "
+            f"echo '@@ {kind}'; [ -L {shlex.quote(path)} ] || cat {shlex.quote(path)} 2>/dev/null; "
             for kind, path in wanted.items()
         )
         out = conn.run(script, quiet=True).stdout
@@ -70,8 +71,11 @@ def _host_cert_texts(ctx: RunContext) -> dict[str, dict[str, str]]:
         return texts
 
     results = ctx.pool.map(one, [h.name for h in ctx.inv.hosts])
+    if not any(r.ok for r in results.values()):
+        raise_for_failures(ctx, "certs", results)  # no host answered: an SSH error, not a table
     return {
-        n: r.value if r.value is not None else {"error": str(r.error)} for n, r in results.items()
+        n: r.value if r.value is not None else {UNREACHABLE: str(r.error)}
+        for n, r in results.items()
     }
 
 
@@ -111,11 +115,11 @@ def collect_cert_rows(ctx: RunContext, warn_days: float) -> list[CertRow]:
     texts = _host_cert_texts(ctx)
     for host in inv.hosts:
         on_host = texts[host.name]
-        if "error" in on_host:
-            rows.append(CertRow(host.name, "file", "-", "", None, "", "-", on_host["error"]))
+        if UNREACHABLE in on_host:  # its served certs would only time out: not probed
+            problem = f"{UNREACHABLE}: {on_host[UNREACHABLE]}"
+            rows.append(CertRow(host.name, "file", "-", "", None, "", "-", problem))
+            continue
         for kind, pem in on_host.items():
-            if kind == "error":
-                continue
             if not pem.strip():
                 rows.append(CertRow(host.name, "file", kind, "", None, "", "-", "missing"))
                 continue
@@ -138,7 +142,8 @@ def collect_cert_rows(ctx: RunContext, warn_days: float) -> list[CertRow]:
 
 def run_check(ctx: RunContext, *, warn_days: float, as_json: bool) -> int:
     rows = collect_cert_rows(ctx, warn_days)
-    due = [r for r in rows if r.problem]
+    unreachable = [r.host for r in rows if r.problem.startswith(UNREACHABLE)]
+    due = [r for r in rows if r.problem and r.host not in unreachable]
     if as_json:
         ctx.ui.print_json(
             {"warn_days": warn_days, "ok": not due, "certificates": [asdict(r) for r in rows]}
@@ -164,6 +169,10 @@ def run_check(ctx: RunContext, *, warn_days: float, as_json: bool) -> int:
         )
         ctx.ui.print(
             f"{len(due)} problem(s): run etcd-deploy certs renew" if due else "all certificates ok"
+        )
+    if unreachable:
+        raise TransportError(
+            ", ".join(unreachable), "unreachable over SSH: their certificates were not checked"
         )
     return EXIT_CERTS_DUE if due else 0
 

@@ -10,15 +10,21 @@ from orchestrator.context import RunContext
 from orchestrator.errors import EtcdDeployError, PhaseFailure, SafetyRefusal, TransportError
 from orchestrator.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
 from orchestrator.lock import (
+    LEASE_SECONDS,
     LOCK_PATH,
+    HeldLock,
+    LeaseRefresher,
     LockOwner,
     new_owner,
-    parse_owner,
+    parse_held,
+    refresh_script,
     release_script,
     stale_reason,
     takeover_script,
 )
 from orchestrator.plan import DesiredFile
+
+RENEW_TIMEOUT = 60  # seconds for one lock renewal on one host
 
 if TYPE_CHECKING:
     from orchestrator.transport import HostConnection, HostResult
@@ -70,20 +76,7 @@ def gather_facts(
         )
         facts = parse_facts(conn.run(script, quiet=True).stdout)
         if not facts.lock_acquired:
-            holder = parse_owner(facts.lock)
-            if holder is not None and holder.run_id == owner.run_id:
-                facts.lock_acquired = True
-                return facts
-            reason = stale_reason(holder)
-            if reason is None:
-                assert holder is not None
-                raise SafetyRefusal(
-                    f"{conn.name}: locked by another etcd-deploy run, {holder.describe()}; "
-                    "wait for it to finish (a lock left by a dead run is taken over "
-                    "automatically once its pid is gone or after an hour)"
-                )
-            ctx.ui.warn(f"lock {conn.name}", f"taking over a stale lock ({reason})")
-            conn.run(takeover_script(owner), quiet=True)
+            take_over(ctx, conn, owner, facts.lock)
             facts.lock_acquired = True
         return facts
 
@@ -99,6 +92,7 @@ def gather_facts(
                 ctx.ui.warn(f"facts {name}", f"unreachable, left out: {result.error}")
                 del results[name]
     acquired = [n for n, r in results.items() if r.ok]
+    leases(ctx).hold(owner, acquired)
     try:
         raise_for_failures(ctx, "facts", results)
     except EtcdDeployError:
@@ -107,7 +101,77 @@ def gather_facts(
     return {n: r.value for n, r in results.items() if r.value is not None}
 
 
+def _refused(name: str, held: HeldLock, why: str = "") -> SafetyRefusal:
+    return SafetyRefusal(
+        f"{name}: locked by another etcd-deploy run, {held.describe()}{why}; wait for it to "
+        "finish (a lock left by a dead run is taken over automatically once its pid is gone "
+        f"on this machine, or once nobody renewed it for {LEASE_SECONDS // 60} minutes)"
+    )
+
+
+def take_over(ctx: RunContext, conn: HostConnection, owner: LockOwner, report: str) -> None:
+    """`report` is what the facts command said about the lock it could not take: ours
+    already (the same run reading facts again), refused, or taken over when stale, with a
+    compare-and-swap on the lock file's sha256 (a run that renewed or took it meanwhile
+    wins)."""
+    if report.startswith("error "):
+        raise SafetyRefusal(f"{conn.name}: cannot take the run lock: {report[6:]}")
+    held = parse_held(report)
+    if held.owner is not None and held.owner.run_id == owner.run_id:
+        return
+    if not held.sha256:
+        raise SafetyRefusal(
+            f"{conn.name}: cannot take the run lock {LOCK_PATH}: it could neither be created "
+            "nor read"
+        )
+    reason = stale_reason(held.owner, age=held.age)
+    if reason is None:
+        raise _refused(conn.name, held)
+    ctx.ui.warn(f"lock {conn.name}", f"taking over a stale lock ({reason})")
+    answer = conn.run(takeover_script(owner, held.sha256), quiet=True).stdout.strip()
+    if answer == "taken":
+        return
+    if answer.startswith("held"):
+        raise _refused(conn.name, parse_held(answer), " (it took the stale lock first)")
+    raise SafetyRefusal(f"{conn.name}: cannot take over the run lock: {answer or 'no answer'}")
+
+
+def leases(ctx: RunContext) -> LeaseRefresher:
+    """The run's lease refresher: renews the host locks it holds until they are let go."""
+    if ctx.leases is None:
+        ctx.leases = LeaseRefresher(
+            lambda owner, names: renew_locks(ctx, owner, names),
+            warn=lambda name, message: ctx.ui.warn(f"lock {name}", message),
+        )
+    return ctx.leases
+
+
+def renew_locks(ctx: RunContext, owner: LockOwner, names: list[str]) -> dict[str, str]:
+    """One renewal of `owner`'s locks on `names`: what each host answered (see
+    `refresh_script`). Runs on the refresher's thread, beside the run's own commands (a
+    paramiko transport carries channels from several threads); it never opens a pool."""
+    pool = ctx.open_pool()
+    if pool is None:  # between a reload and the next command: next time
+        return {name: "error no connections open right now" for name in names}
+    script = refresh_script(owner.renew())
+
+    def one(conn: HostConnection) -> str:
+        result = conn.run(script, quiet=True, check=False, timeout=RENEW_TIMEOUT, side=True)
+        return result.stdout.strip()
+
+    known = [n for n in names if n in pool.connections]
+    results = pool.map(one, known)
+    answers = {
+        n: (r.value or "error no answer") if r.ok else f"error {r.error}"
+        for n, r in results.items()
+    }
+    return answers | {n: "gone" for n in names if n not in pool.connections}
+
+
 def release_locks(ctx: RunContext, owner: LockOwner, names: Iterable[str]) -> None:
+    names = list(names)
+    leases(ctx).drop(owner, names)
+
     def one(conn: HostConnection) -> None:
         conn.run(release_script(owner), quiet=True, check=False)
 

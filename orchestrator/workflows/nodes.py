@@ -8,11 +8,12 @@ from orchestrator.cluster import observe
 from orchestrator.context import RunContext
 from orchestrator.errors import EtcdDeployError, SafetyRefusal, UsageError
 from orchestrator.inventory import add_host_to_file, remove_host_from_file
-from orchestrator.lock import LockOwner, new_owner
+from orchestrator.lock import new_owner
 from orchestrator.membership import hand_over_leadership, remove, wait_removed
 from orchestrator.operations import teardown_script
 from orchestrator.quorum import check_remove
-from orchestrator.workflows.hosts import gather_facts, release_locks
+from orchestrator.workflows.hosts import release_locks
+from orchestrator.workflows.identity import gather_identified
 from orchestrator.workflows.up import run_up
 
 
@@ -48,20 +49,46 @@ def add_node(
 
 def remove_node(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> int:
     """Remove `name` from the membership (quorum permitting), clean its host, drop it from
-    the inventory. A host that cannot be reached is still removed from the membership."""
+    the inventory. A host that cannot be reached is still removed from the membership.
+
+    The host is read first: one that holds another cluster is refused, and so is a member
+    matched by only one of name and peer URL, or a host where etcd runs that matches no
+    member (a stale inventory must never stop and wipe a live voter)."""
     inv = ctx.inv
     host = inv.host(name)
+    if len(inv.hosts) == 1:
+        raise UsageError(
+            f"{name} is the only host of {inv.path}: removing it would remove the last "
+            "member; `destroy --yes` removes the whole cluster"
+        )
     remove_host_from_file(inv.path, name, check_only=True)  # the edit must work: check first
     phase = f"remove {name}"
-    owner = new_owner("remove-node")
-    others = [h.name for h in inv.hosts if h.name != name]
-    locked = list(gather_facts(ctx, owner, {}, others, tolerate_unreachable=True))
+    owner, facts = gather_identified(
+        ctx,
+        "remove-node",
+        [h.name for h in inv.hosts],
+        force=force,
+        forced="--force removes it anyway",
+        phase=phase,
+        judged=[name],
+        tolerate_unreachable=True,
+    )
+    locked = list(facts)
+    cleaned = False
     try:
         client = ctx.client()
         view = observe(client)
-        member = view.by_peer_url(inv.peer_url(host))
+        member, problem = view.match_host(name, inv.peer_url(host))
+        if problem:
+            raise SafetyRefusal(f"[{phase}] refused: {problem}; nothing was changed")
         if member is None:
-            ctx.ui.info(phase, f"{name} is not a member of the cluster")
+            if name in facts and facts[name].running:
+                raise SafetyRefusal(
+                    f"[{phase}] refused: etcd runs on {name}, but no member of the cluster has "
+                    f"its name or peer URL {inv.peer_url(host)}; is the inventory stale? "
+                    "nothing was changed"
+                )
+            ctx.ui.info(phase, f"{name} is not a member of the cluster and runs no etcd")
         else:
             if not member.is_learner:
                 verdict = check_remove(
@@ -81,25 +108,30 @@ def remove_node(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> int:
             remove(client, member.id)
             wait_removed(client, member.id, remaining)
             ctx.ui.info(phase, f"member {member.id:x} removed; the cluster has a leader")
-        _clean_host(ctx, name, owner, wipe=wipe)
+        cleaned = _clean_host(ctx, name, wipe=wipe, force=force)
     finally:
-        release_locks(ctx, owner, locked)
+        release_locks(ctx, owner, [n for n in locked if not (cleaned and n == name)])
     remove_host_from_file(inv.path, name)
     ctx.ui.info("inventory", f"removed {name} from {inv.path}")
     return 0
 
 
-def _clean_host(ctx: RunContext, name: str, owner: LockOwner, *, wipe: bool) -> None:
-    """Stop etcd on the removed host and remove its files; the teardown drops the lock."""
+def _clean_host(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> bool:
+    """Stop etcd on the removed host and remove its files; the teardown drops the lock.
+    False when the host could not be cleaned (its files are left in place)."""
     phase = f"remove {name}"
+    script = teardown_script(ctx.inv, wipe_data=wipe, marker=ctx.marker(create=False), force=force)
     try:
-        gather_facts(ctx, owner, {}, [name])
-        ctx.conn(name).run(teardown_script(ctx.inv, wipe_data=wipe))
+        said = ctx.conn(name).run(script).stdout
     except EtcdDeployError as exc:
         ctx.ui.warn(phase, f"could not clean the host ({exc}); its files were left in place")
-        return
+        return False
+    for line in said.splitlines():
+        if line.startswith("kept "):
+            ctx.ui.warn(phase, line + "; remove it by hand if it is ours")
     kept = "" if wipe else f"; data dir {ctx.inv.cluster.data_dir} kept (--wipe removes it)"
     ctx.ui.info(phase, f"etcd stopped and disabled, its files removed{kept}")
+    return True
 
 
 def replace_node(

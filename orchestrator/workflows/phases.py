@@ -42,7 +42,9 @@ class Observed:
 
 def desired_for(ctx: RunContext, host: Host, obs: Observed, env: str) -> list[DesiredFile]:
     certs = {k: (c.cert_pem, c.key_pem) for k, c in obs.certs[host.name].items()}
-    return desired_files(ctx.inv, host, env=env, ca_pem=ctx.pki.trust_pem(), certs=certs)
+    return desired_files(
+        ctx.inv, host, env=env, ca_pem=ctx.pki.trust_pem(), certs=certs, marker=ctx.marker()
+    )
 
 
 def issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
@@ -171,6 +173,7 @@ def install_hosts(
                 arch,
                 progress=bar,
                 log=lambda m: ctx.ui.info("release", m),
+                sha256=inv.cluster.release_pin(inv.cluster.etcd_version, arch),
             )
         ctx.ui.info(
             "release",

@@ -17,12 +17,14 @@ from orchestrator.cluster import wait_healthy
 from orchestrator.context import RunContext
 from orchestrator.errors import SafetyRefusal, UsageError
 from orchestrator.inventory import Host
-from orchestrator.lock import new_owner
+from orchestrator.operations import aside_lines, marker_lines
+from orchestrator.ownership import RESTORE_PREFIX, DirFacts
 from orchestrator.plan import plan_host
 from orchestrator.snapshot import verify_integrity
 from orchestrator.versions import parse_version
 from orchestrator.workflows.backup import status_of_snapshot
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
+from orchestrator.workflows.identity import gather_identified
 from orchestrator.workflows.phases import (
     START_TIMEOUT,
     Observed,
@@ -46,6 +48,7 @@ def restore_command(
     token: str,
     bump_revision: int | None,
     mark_compacted: bool,
+    data_dir: str | None = None,
 ) -> str:
     """etcd's own restore for one member (etcdutl from 3.5, etcdctl on 3.4)."""
     inv = ctx.inv
@@ -62,7 +65,7 @@ def restore_command(
         "--name",
         host.name,
         "--data-dir",
-        c.data_dir,
+        data_dir or c.data_dir,
         "--initial-cluster",
         inv.initial_cluster(),
         "--initial-cluster-token",
@@ -81,25 +84,41 @@ def restore_script(
     ctx: RunContext,
     host: Host,
     token: str,
-    aside: str,
+    sha256: str,
+    stamp: str,
     bump_revision: int | None,
     mark_compacted: bool,
+    *,
+    mount_point: bool,
 ) -> str:
-    """Stop etcd, move the data dir aside, restore from the snapshot on stdin, own it."""
-    data = q(ctx.inv.cluster.data_dir)
+    """Restore from the snapshot on stdin next to the data dir, and only once the file
+    arrived whole (its sha256) and etcd's own restore succeeded (it checks the snapshot's
+    hash): stop etcd, move the old data aside (never deleted; a mount point keeps its
+    place), put the restored member in, mark and own it."""
+    c = ctx.inv.cluster
+    data = q(c.data_dir)
     snap = f"/var/tmp/etcd-deploy-restore-{token}.db"
+    # Next to the data dir, on its file system: inside it when it is a mount point.
+    if mount_point:
+        stage = f"{c.data_dir}/{RESTORE_PREFIX}{token}"
+    else:
+        stage = f"{c.data_dir}.etcd-deploy-restore-{token}"
     return "\n".join(
         [
             "set -e",
             "umask 077",
             f"trap 'rm -f {snap}' EXIT",
             f"cat > {snap}",
+            f"printf '%s  %s\\n' {sha256} {snap} | sha256sum -c --quiet --strict -",
+            f"rm -rf {q(stage)}",  # a restore cut short by an earlier run: ours, by its name
+            restore_command(ctx, host, snap, token, bump_revision, mark_compacted, stage),
             "systemctl stop etcd.service 2>/dev/null || true",
-            f'if [ -d {data} ] && [ -n "$(ls -A {data})" ]; then mv {data} {q(aside)}; fi',
-            f"rm -rf {data}",  # empty (or just moved aside): etcd's restore wants none
-            restore_command(ctx, host, snap, token, bump_revision, mark_compacted),
+            *aside_lines(c.data_dir, f"before-restore-{stamp}"),
+            f"if [ -d {data} ]; then mv -T {q(stage)}/member {data}/member; rm -rf {q(stage)}; "
+            f"else mv -T {q(stage)} {data}; fi",
             f"chown -R etcd:etcd {data}",
             f"chmod 0700 {data}",
+            *marker_lines(c.data_dir, ctx.marker()),
         ]
     )
 
@@ -128,6 +147,8 @@ def run_restore(
     """Restore every inventory host from `snapshot`. `fresh_only` is `up --from-snapshot`:
     refused when any host holds data or runs etcd."""
     inv = ctx.inv
+    if snapshot.is_dir():
+        raise UsageError(f"{snapshot}: is a folder, not a snapshot file; nothing was changed")
     if not snapshot.is_file():
         raise UsageError(f"{snapshot}: no such snapshot file; nothing was changed")
     sha256 = verify_integrity(snapshot)
@@ -137,7 +158,8 @@ def run_restore(
     )
     ctx.ui.info("verify", f"{snapshot.name}: sha256 {sha256}, {about}")
     stamp = time.strftime("%Y%m%d%H%M%S")
-    aside = f"{inv.cluster.data_dir}.before-restore-{stamp}"
+    data_dir = inv.cluster.data_dir
+    aside = f"{data_dir}.before-restore-{stamp}"  # or inside it, for a mount point
     if not yes and not fresh_only:
         ctx.ui.print("restore would, on every host (nothing was changed; add --yes to do it):")
         for host in inv.hosts:
@@ -146,9 +168,15 @@ def run_restore(
                 f"restore member {host.name} from {snapshot.name}; start etcd"
             )
         return 0
-    owner = new_owner("restore")
     names = [h.name for h in inv.hosts]
-    facts = gather_facts(ctx, owner, {h: [] for h in names}, names)
+    owner, facts = gather_identified(
+        ctx,
+        "restore",
+        names,
+        force=False,
+        forced="If they are this cluster's, destroy them first (etcd-deploy destroy "
+        "--force) and restore with up --from-snapshot.",
+    )
     try:
         if fresh_only:
             busy = [n for n, f in facts.items() if f.holds_cluster]
@@ -185,10 +213,21 @@ def run_restore(
 
         def restore_one(conn: HostConnection) -> None:
             host = inv.host(conn.name)
-            conn.run(
-                restore_script(ctx, host, token, aside, bump_revision, mark_compacted), stdin=data
-            )
-            ctx.ui.info(f"restore {conn.name}", f"member restored (old data, if any: {aside})")
+            said = conn.run(
+                restore_script(
+                    ctx,
+                    host,
+                    token,
+                    sha256,
+                    stamp,
+                    bump_revision,
+                    mark_compacted,
+                    mount_point=facts[conn.name].folders.get(data_dir, DirFacts()).mount_point,
+                ),
+                stdin=data,
+            ).stdout.split()
+            moved = said[-1] if said else "none"
+            ctx.ui.info(f"restore {conn.name}", f"member restored (old data, if any: {moved})")
 
         raise_for_failures(ctx, "restore", ctx.pool.map(restore_one, names))
         raise_for_failures(ctx, "start", start_new_cluster(ctx, list(inv.hosts)))

@@ -8,6 +8,7 @@ Phases: [facts] (and the run lock) -> [certs] -> [release] -> [discover] -> [pla
 from __future__ import annotations
 
 import secrets
+import shlex
 import time
 from dataclasses import replace
 
@@ -25,12 +26,14 @@ from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
 from orchestrator.membership import add_learner, promote, remove
-from orchestrator.operations import apply_files
+from orchestrator.operations import apply_files, aside_lines, marker_lines
+from orchestrator.ownership import DirFacts, judge
 from orchestrator.plan import HostPlan, env_file, plan_host
 from orchestrator.quorum import check_add, check_remove
 from orchestrator.render import env_values, pki_paths
 from orchestrator.rolling import roll
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
+from orchestrator.workflows.identity import CONFIG_RULE, DATA_RULE
 from orchestrator.workflows.phases import (
     ENABLE,
     START_NOW,
@@ -74,6 +77,46 @@ def _foreign_data(ctx: RunContext, obs: Observed, scope: list[str]) -> list[str]
             or env_values(obs.facts[name].texts.get(env_path, "")).get("ETCD_NAME") != name
         )
     ]
+
+
+def _unowned_folders(ctx: RunContext, obs: Observed, scope: list[str]) -> dict[str, list[str]]:
+    """Folders `up` would re-own or write into that are neither ours nor empty (nor, for
+    the data dir, etcd data: `_safety` and `_foreign_data` judge that): host -> reasons.
+    A data dir among them can be moved aside with --force; a config dir cannot."""
+    c = ctx.inv.cluster
+    marker = ctx.marker()
+    found: dict[str, list[str]] = {}
+    for name in scope:
+        folders = obs.facts[name].folders
+        for folder, rule in ((c.data_dir, DATA_RULE), (c.config_dir, CONFIG_RULE)):
+            verdict = judge(
+                folder, folders.get(folder, DirFacts()), rule, marker, data_is_ours=True
+            )
+            if not verdict.may_write:
+                found.setdefault(name, []).append(verdict.reason)
+    return found
+
+
+def _refuse_unowned(ctx: RunContext, unowned: dict[str, list[str]], *, force: bool) -> list[str]:
+    """Refuse unowned folders; with --force, return the hosts whose data dir is moved aside
+    (a config dir that is not ours is never taken over)."""
+    config_dir = ctx.inv.cluster.config_dir
+    config = {n: r for n, r in unowned.items() if any(config_dir in x for x in r)}
+    if config:
+        detail = "; ".join(f"{n}: {', '.join(r)}" for n, r in config.items())
+        raise SafetyRefusal(
+            f"{detail}. etcd-deploy writes only into folders that are empty or carry its "
+            "marker: choose another cluster.config_dir, or empty that folder by hand; "
+            "nothing was changed"
+        )
+    if unowned and not force:
+        detail = "; ".join(f"{n}: {', '.join(r)}" for n, r in unowned.items())
+        raise SafetyRefusal(
+            f"{detail}. etcd-deploy writes only into folders that are empty or carry its "
+            "marker: choose another cluster.data_dir, or move that folder aside and use it "
+            "with etcd-deploy up --force; nothing was changed"
+        )
+    return list(unowned)
 
 
 def _discover(ctx: RunContext, facts: dict[str, HostFacts]) -> ClusterView | None:
@@ -202,6 +245,7 @@ def run_up(
                 f"no running cluster to add {only} to: bootstrap it first with etcd-deploy up"
             )
         stale = _safety(ctx, obs, scope, force=force)
+        unowned = _refuse_unowned(ctx, _unowned_folders(ctx, obs, scope), force=force)
         foreign = _foreign_data(ctx, obs, scope)
         if foreign and not force:
             raise SafetyRefusal(
@@ -211,6 +255,7 @@ def run_up(
                 "there afresh: "
                 "etcd-deploy up --force"
             )
+        foreign += [n for n in unowned if n not in foreign]
         for name in foreign:
             obs.facts[name].has_data = False  # planned as bare: its data is moved aside first
         _report_foreign_members(ctx, obs)
@@ -395,14 +440,21 @@ def _converge_membership(
 
 
 def _move_data_aside(ctx: RunContext, host: Host, phase: str) -> None:
-    """Stop etcd and rename the data dir (never deleted); an empty one takes its place, the
-    etcd user's when there is one (a host of another tool may have none yet)."""
-    data = ctx.inv.cluster.data_dir
-    aside = f"{data}.etcd-deploy-{time.strftime('%Y%m%d%H%M%S')}"
-    ctx.conn(host).run(
-        f"systemctl stop etcd.service; mv {data} {aside} && install -d -m 0700 {data} && "
-        f"{{ ! id etcd >/dev/null 2>&1 || chown etcd:etcd {data}; }}"
+    """Stop etcd and move the data dir aside (never deleted; a mount point keeps its place
+    and has its entries moved); an empty one, with our marker, takes its place, the etcd
+    user's when there is one (a host of another tool may have none yet)."""
+    data = shlex.quote(ctx.inv.cluster.data_dir)
+    script = "\n".join(
+        [
+            "set -e",
+            "systemctl stop etcd.service 2>/dev/null || true",
+            *aside_lines(ctx.inv.cluster.data_dir, f"etcd-deploy-{time.strftime('%Y%m%d%H%M%S')}"),
+            f"install -d -m 0700 {data}",
+            *marker_lines(ctx.inv.cluster.data_dir, ctx.marker()),
+            f"! id etcd >/dev/null 2>&1 || chown etcd:etcd {data}",
+        ]
     )
+    aside = ctx.conn(host).run(script).stdout.strip()
     ctx.ui.warn(phase, f"moved the old data dir aside to {aside} (--force)")
 
 

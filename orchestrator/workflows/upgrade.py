@@ -10,7 +10,7 @@ import shlex
 
 from orchestrator.cluster import observe
 from orchestrator.context import RunContext
-from orchestrator.errors import ClusterUnhealthy, PhaseFailure, detail_of
+from orchestrator.errors import ClusterUnhealthy, PhaseFailure, UsageError, detail_of
 from orchestrator.etcd_api import Member
 from orchestrator.inventory import Host, set_cluster_key_in_file
 from orchestrator.operations import apply_files, setup_host
@@ -18,6 +18,7 @@ from orchestrator.plan import env_file
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.render import env_values
 from orchestrator.rolling import roll
+from orchestrator.rules import needs_release_pin
 from orchestrator.versions import check_upgrade_path
 from orchestrator.workflows.backup import run_backup
 from orchestrator.workflows.hosts import locked_hosts
@@ -44,7 +45,18 @@ def run_upgrade(
     ctx: RunContext, target: str, *, yes: bool, allow_known_bad: bool, dry_run: bool
 ) -> int:
     inv = ctx.inv
-    check_upgrade_path([], target, allow_known_bad)  # a bad or refused target: before any call
+    # Every local check before any call: the target (the rules of the inventory's
+    # etcd_version), its release source, and the inventory edit that ends the run.
+    check_upgrade_path([], target, allow_known_bad)
+    if needs_release_pin(inv.cluster.release_url) and not any(
+        key.partition("/")[0] == target for key in inv.cluster.release_sha256
+    ):
+        raise UsageError(
+            f"{inv.path}: cluster.release_url is plain http:// on another machine: pin the "
+            f'sha256 of etcd {target}\'s tarballs in cluster.release_sha256 ("{target}/amd64" '
+            '= "<sha256>") before upgrading'
+        )
+    set_cluster_key_in_file(inv.path, "etcd_version", target, check_only=True)
     client = ctx.client()
     view = observe(client)
     if not view.healthy:
@@ -79,7 +91,11 @@ def run_upgrade(
         releases: dict[str, Release] = {}
         for arch in sorted({arch_for(f.arch) for f in facts.values()}):
             releases[arch] = fetch_release(
-                inv.cluster.release_url, target, arch, log=lambda m: ctx.ui.info("release", m)
+                inv.cluster.release_url,
+                target,
+                arch,
+                log=lambda m: ctx.ui.info("release", m),
+                sha256=inv.cluster.release_pin(target, arch),
             )
             ctx.ui.info("release", f"etcd {target} linux-{arch} verified")
         backup = run_backup(ctx, out_dir=None, keep=None)

@@ -181,3 +181,19 @@ def test_rotate_ca_under_load_leaves_no_trace_of_the_old_ca(make_cli, lab: Lab, 
     for endpoint in ENDPOINTS:
         with pytest.raises(httpx.HTTPError):
             httpx.post(f"{endpoint}/v3/maintenance/status", json={}, verify=context, timeout=5)
+
+
+def test_certs_check_with_no_host_reachable_is_an_ssh_error(make_cli, lab: Lab) -> None:
+    """Every host unreachable over SSH: one SSH error (exit 4), not a table of "problems"
+    that tells the operator to renew certs that were never read."""
+    cli = make_cli(1)
+    assert cli("up").returncode == 0
+    lab.exec("etcd1", "systemctl stop ssh.socket ssh.service")
+    try:
+        proc = cli("certs", "check")
+    finally:
+        lab.exec("etcd1", "systemctl start ssh.service")
+    assert proc.returncode == 4, proc.stderr
+    assert "problem(s)" not in proc.stdout and "certs renew" not in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "etcd1" in errors[0], proc.stderr

@@ -34,6 +34,7 @@ DEBOOTSTRAP_INCLUDE = (
 # Everything etcd-deploy may leave on a host, removed by `clean` so each test starts fresh.
 HOST_SCRUB = r"""
 systemctl stop 'etcd*' >/dev/null 2>&1
+for m in $(findmnt -rn -o TARGET | grep '^/var/lib/etcd'); do umount "$m"; done
 systemctl disable etcd.service 'etcd-backup.timer' >/dev/null 2>&1
 rm -rf /etc/systemd/system/etcd* /etc/etcd /var/lib/etcd* /opt/bin /var/lib/etcd-deploy \
        /var/backups/etcd* /run/etcd-deploy* /var/tmp/etcd-deploy* /tmp/etcd-deploy*

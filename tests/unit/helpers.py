@@ -7,11 +7,13 @@ from pathlib import Path
 
 from orchestrator.facts import TEXT_KINDS, HostFacts, RemoteFile
 from orchestrator.inventory import Host, Inventory, parse_inventory
+from orchestrator.ownership import Marker
 from orchestrator.pki import HOST_CERT_KINDS as CERT_KINDS
 from orchestrator.plan import DesiredFile, desired_dirs, desired_files
 from orchestrator.render import render_etcd_env
 
 TOKEN = "demo-0123456789ab"
+MARKER = Marker("demo", "00c0ffee00c0ffee")
 CA_PEM = b"-----BEGIN CERTIFICATE-----\nfake CA\n-----END CERTIFICATE-----\n"
 
 
@@ -83,6 +85,7 @@ def wanted_files(
         env=env if env is not None else env_for(inv, host),
         ca_pem=CA_PEM,
         certs=fake_certs(generation),
+        marker=MARKER,
     )
 
 

@@ -23,7 +23,11 @@ listeners on 127.0.0.1-3 that count connections and close them at once), {closed
 port nothing listens on), {identity_file}, {known_hosts}, {snapshot} (a real etcd snapshot),
 {truncated_snapshot} (the same minus its last byte), {unhashed_snapshot} (without its
 trailing sha256), {not_a_snapshot} (4 KiB of text), {bad_known_hosts} (a known_hosts
-file with a malformed key), {bad_ssh_config} (an ssh_config paramiko cannot parse).
+file with a malformed key), {bad_ssh_config} (an ssh_config paramiko cannot parse),
+{match_exec_ssh_config} (an ssh_config with `Match exec`), {proxy_ssh_config} (one with a
+ProxyCommand for every host), {bad_home} (a home folder whose .ssh/config paramiko cannot
+parse: use it with `env: HOME={bad_home}`), {dangling_link} (a link to nothing).
+A case file may start with a UTF-8 byte order mark: it is kept in the inventory written.
 
 Local problems (`connections: 0`): stderr is exactly one non-empty line holding the expected
 text (and, for a broken .toml, its file name); stdout is empty; no connection reached the SSH
@@ -119,7 +123,7 @@ class Case:
 
 
 def parse_case(path: Path) -> Case:
-    lines = path.read_text().splitlines()
+    lines = path.read_text().removeprefix("\ufeff").splitlines()
     header: dict[str, str] = {}
     body_start = 0
     while body_start < len(lines) and (match := HEADER.fullmatch(lines[body_start])):
@@ -284,12 +288,20 @@ def _data_files(folder: Path) -> dict[str, str]:
         "not-a-snapshot.db": b"this is not an etcd snapshot\n" * 142,
         "bad-known_hosts": b"127.0.0.1 ssh-ed25519 !!!notbase64\n",
         "bad-ssh_config": b"Host *\n  Port\n",
+        "match-exec-ssh_config": b'Match exec "true"\n  Port 22\n',
+        "proxy-ssh_config": b"Host *\n  ProxyCommand false\n",
     }
     out = {}
     for name, content in files.items():
         path = folder / name
         path.write_bytes(content)
         out[name.removesuffix(".db").replace("-", "_")] = str(path)
+    bad_home = folder / "bad-home"
+    (bad_home / ".ssh").mkdir(parents=True)
+    (bad_home / ".ssh" / "config").write_bytes(files["bad-ssh_config"])
+    out["bad_home"] = str(bad_home)
+    (folder / "dangling-link").symlink_to(folder / "nowhere")
+    out["dangling_link"] = str(folder / "dangling-link")
     return out
 
 

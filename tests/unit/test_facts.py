@@ -6,6 +6,7 @@ lines); one test runs the real script with `sh` against folders in tmp_path.
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import hashlib
 import os
@@ -277,6 +278,8 @@ def test_script_has_every_section_in_order(tmp_path: Path) -> None:
         "service",
         "data",
         "files",
+        "folder /var/lib/etcd",
+        "folder /etc/etcd",
         "text /etc/systemd/system/etcd.service",
         "text /etc/etcd/etcd.env",
         "text /etc/etcd/etcdctl.env",
@@ -304,7 +307,7 @@ def test_script_quotes_paths_and_lock_content(tmp_path: Path) -> None:
     quoted = shlex.quote(odd)
     assert f"for f in {quoted} /etc/etcd/etcd.env; do" in script
     assert f"cat {quoted} 2>/dev/null" in script
-    assert "> '/run/x y.lock' )" in script
+    assert "lk='/run/x y.lock';" in script and "exec 9>>'/run/x y.lock.guard'" in script
     assert shlex.quote(OWNER.render()) in script
     assert f"printf '%s\\n' {shlex.quote(OWNER.render())} >" in script
     syntax_check(script)
@@ -327,12 +330,9 @@ def test_script_is_valid_sh(tmp_path: Path) -> None:
 def test_real_script_output_round_trips(tmp_path: Path) -> None:
     """Run the script with `sh` on this machine against folders in tmp_path."""
     root = tmp_path / "host"
-    inv = make_inventory(
-        tmp_path,
-        install_dir=f"{root}/bin",
-        config_dir=f"{root}/conf",
-        data_dir=f"{root}/data",
-    )
+    inv = make_inventory(tmp_path)  # folders in /tmp are refused by the loader: set them after
+    dirs = {"install_dir": f"{root}/bin", "config_dir": f"{root}/conf", "data_dir": f"{root}/data"}
+    inv = dataclasses.replace(inv, cluster=dataclasses.replace(inv.cluster, **dirs))
     for sub, mode in (("bin", 0o755), ("conf", 0o750), ("conf/pki", 0o700), ("data", 0o700)):
         (root / sub).mkdir(parents=True)
         (root / sub).chmod(mode)
@@ -396,3 +396,14 @@ def test_real_script_output_round_trips(tmp_path: Path) -> None:
     assert not again.lock_acquired
     assert parse_owner(again.lock) == OWNER
     assert again.texts == contents
+
+
+def test_symlinks_are_listed_and_never_hashed_or_read(tmp_path: Path) -> None:
+    output = section("files", "link /etc/etcd/pki/ca.crt", f"{SHA_A} 644 root root /a")
+    output += text_section("/etc/etcd/pki/ca.crt", "") + text_section("/a", "x")
+    facts = parse_facts(output)
+    assert facts.links == {"/etc/etcd/pki/ca.crt"}
+    assert set(facts.files) == {"/a"} and set(facts.texts) == {"/a"}
+    script = script_for(tmp_path)
+    assert "[ -L /etc/etcd/pki/ca.crt ] || cat /etc/etcd/pki/ca.crt" in script
+    assert 'if [ -L "$f" ]; then echo "link $f"' in script

@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from orchestrator.inventory import Inventory
 from orchestrator.operations import (
     EXTRACT_FILES,
+    STAGED,
     files_tar,
     setup_script,
     write_files_script,
@@ -59,7 +61,7 @@ def inv(tmp_path: Path) -> Inventory:
 
 
 def test_setup_script_prepares_user_and_dirs(inv: Inventory) -> None:
-    script = setup_script(inv, prepare=True, files_size=0, release=None, reload=False)
+    script = setup_script(inv, prepare=True, files=[], files_size=0, release=None, reload=False)
     lines = script.splitlines()
     assert lines[0] == "set -e"
     assert "getent group etcd >/dev/null || groupadd --system etcd" in lines
@@ -80,7 +82,7 @@ def test_setup_script_prepares_user_and_dirs(inv: Inventory) -> None:
 
 def test_setup_script_prepare_follows_configured_dirs(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, data_dir="/srv/etcd-data", config_dir="/srv/etcd-conf")
-    script = setup_script(inv, prepare=True, files_size=0, release=None, reload=False)
+    script = setup_script(inv, prepare=True, files=[], files_size=0, release=None, reload=False)
     assert "--home-dir /srv/etcd-data " in script
     assert "install -d -m 0700 -o etcd -g etcd /srv/etcd-conf/pki\n" in script
     assert script.endswith("install -d -m 0700 -o etcd -g etcd /srv/etcd-data\n" + EXTRACT_FILES)
@@ -93,7 +95,7 @@ def test_files_tar_entries(inv: Inventory) -> None:
     files = wanted_files(inv)
     with tarfile.open(fileobj=io.BytesIO(files_tar(files))) as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == [f.path.lstrip("/") for f in files]
+        assert [m.name for m in members] == [f.path.lstrip("/") + STAGED for f in files]
         for m, f in zip(members, files, strict=True):
             assert not m.name.startswith("/")
             assert m.isfile()
@@ -110,7 +112,10 @@ def test_files_tar_keeps_binary_content_and_empty_files() -> None:
     ]
     with tarfile.open(fileobj=io.BytesIO(files_tar(files))) as tar:
         contents = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
-    assert contents == {"etc/etcd/empty": b"", "etc/etcd/blob": bytes(range(256)) * 3}
+    assert contents == {
+        "etc/etcd/empty" + STAGED: b"",
+        "etc/etcd/blob" + STAGED: bytes(range(256)) * 3,
+    }
 
 
 def test_files_tar_of_nothing_is_a_valid_empty_archive() -> None:
@@ -118,9 +123,13 @@ def test_files_tar_of_nothing_is_a_valid_empty_archive() -> None:
         assert tar.getmembers() == []
 
 
+def wanted_files_of_tmp() -> list[DesiredFile]:
+    return [DesiredFile("/etc/etcd/etcd.env", b"x\n", 0o640, "root", "etcd", "env")]
+
+
 @pytest.mark.parametrize("reload", [True, False])
 def test_write_files_script(reload: bool) -> None:
-    script = write_files_script(reload)
+    script = write_files_script(wanted_files_of_tmp(), reload)
     assert "tar -x -f - -C / --same-owner --same-permissions" in script
     assert ("systemctl daemon-reload" in script) is reload
     syntax_check(script)
@@ -131,20 +140,61 @@ def test_files_tar_extracts_with_modes(tmp_path: Path, inv: Inventory) -> None:
     """The write script's tar options, aimed at tmp_path instead of /."""
     files = [f for f in wanted_files(inv) if f.owner == "root" and f.group == "root"]
     files.append(DesiredFile("/etc/etcd/pki/x.key", b"secret\n", 0o600, "root", "root", "key"))
-    script = write_files_script(False).replace("-C /", f"-C {tmp_path}")
+    script = write_files_script(files, False, root=str(tmp_path))
     subprocess.run(["sh", "-c", script], input=files_tar(files), check=True, capture_output=True)
     for f in files:
         path = tmp_path / f.path.lstrip("/")
         assert path.read_bytes() == f.content
         st = path.stat()
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (f.mode, 0, 0), f.path
+        assert not Path(str(path) + STAGED).exists()
+
+
+def cut_stream_leaves_old_files(tmp_path: Path, files: list[DesiredFile], keep: int) -> None:
+    """Write `files` once, then send new contents cut after `keep` bytes: every target
+    keeps its old, complete content, and the run fails."""
+    script = write_files_script(files, False, root=str(tmp_path))
+    subprocess.run(["sh", "-c", script], input=files_tar(files), check=True, capture_output=True)
+    new = [replace(f, content=f.content + b"# new\n") for f in files]
+    cut = files_tar(new)[:keep]
+    script = write_files_script(new, False, root=str(tmp_path))
+    result = subprocess.run(["sh", "-c", script], input=cut, capture_output=True)
+    assert result.returncode != 0
+    for f in files:
+        assert (tmp_path / f.path.lstrip("/")).read_bytes() == f.content, f.path
+
+
+@needs_root
+@pytest.mark.parametrize("keep", [0, 100, 512, 1024, 3000, 6000])
+def test_a_cut_stream_changes_no_file(tmp_path: Path, inv: Inventory, keep: int) -> None:
+    """Cut inside a header, inside a file, at a member boundary: nothing is replaced."""
+    files = [f for f in wanted_files(inv) if f.owner == "root" and f.group == "root"]
+    files.append(DesiredFile("/etc/etcd/pki/x.crt", b"cert\n" * 300, 0o644, "root", "root", "cert"))
+    files.append(DesiredFile("/etc/etcd/pki/x.key", b"key\n" * 300, 0o600, "root", "root", "key"))
+    cut_stream_leaves_old_files(tmp_path, files, keep)
+
+
+@needs_root
+def test_a_symlink_at_a_target_is_replaced_not_written_through(
+    tmp_path: Path, inv: Inventory
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    f = DesiredFile("/etc/etcd/etcd.env", b"ETCD_NAME=x\n", 0o640, "root", "root", "env")
+    target = tmp_path / "etc/etcd/etcd.env"
+    target.parent.mkdir(parents=True)
+    target.symlink_to(victim)
+    script = write_files_script([f], False, root=str(tmp_path))
+    subprocess.run(["sh", "-c", script], input=files_tar([f]), check=True, capture_output=True)
+    assert victim.read_bytes() == b"precious\n"
+    assert not target.is_symlink() and target.read_bytes() == b"ETCD_NAME=x\n"
 
 
 # --------------------------------------------------------------------------- install
 
 
 def test_setup_script_keeps_a_rollback_copy(inv: Inventory) -> None:
-    script = setup_script(inv, prepare=False, files_size=10240, release=R35, reload=False)
+    script = setup_script(inv, prepare=False, files=[], files_size=10240, release=R35, reload=False)
     assert "head -c 10240 | tar -x -f - -C /" in script
     assert "tmp=$(mktemp -d /opt/bin/.etcd-deploy.XXXXXX)" in script  # same file system
     assert "--strip-components=1 etcd-v3.5.17-linux-amd64/etcd" in script
@@ -157,7 +207,7 @@ def test_setup_script_keeps_a_rollback_copy(inv: Inventory) -> None:
 
 
 def test_setup_script_removes_etcdutl_for_3_4(inv: Inventory) -> None:
-    script = setup_script(inv, prepare=False, files_size=0, release=R34, reload=False)
+    script = setup_script(inv, prepare=False, files=[], files_size=0, release=R34, reload=False)
     assert "for b in etcd etcdctl; do" in script
     assert "rm -f /opt/bin/etcdutl" in script
     syntax_check(script)
@@ -165,7 +215,7 @@ def test_setup_script_removes_etcdutl_for_3_4(inv: Inventory) -> None:
 
 def test_setup_script_follows_install_dir(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, install_dir="/usr/local/etcd-bin")
-    script = setup_script(inv, prepare=False, files_size=0, release=R35, reload=False)
+    script = setup_script(inv, prepare=False, files=[], files_size=0, release=R35, reload=False)
     assert "install -d -m 0755 /usr/local/etcd-bin" in script
     assert "/opt/bin" not in script
 
@@ -186,14 +236,16 @@ def fake_release(tmp_path: Path, version: str, binaries: tuple[str, ...]) -> Rel
 @needs_root
 def test_setup_script_for_real(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
-    inv = make_inventory(tmp_path, install_dir=str(bin_dir))
+    inv = make_inventory(tmp_path)  # a folder in /tmp is refused by the loader: set it after
+    inv = replace(inv, cluster=replace(inv.cluster, install_dir=str(bin_dir)))
 
     marker = tmp_path / "etc" / "marker"
 
     def install(rel: Release) -> str:
-        archive = files_tar([DesiredFile(str(marker), b"x", 0o600, "root", "root", "test")])
+        files = [DesiredFile(str(marker), b"x", 0o600, "root", "root", "test")]
+        archive = files_tar(files)
         script = setup_script(
-            inv, prepare=False, files_size=len(archive), release=rel, reload=False
+            inv, prepare=False, files=files, files_size=len(archive), release=rel, reload=False
         )
         result = subprocess.run(
             ["sh", "-c", script],
@@ -229,7 +281,7 @@ def test_setup_script_prepares_then_writes_then_installs(tmp_path: Path) -> None
         "etcd-v3.5.17-linux-amd64",
         ("etcd", "etcdctl", "etcdutl"),
     )
-    script = setup_script(inv, prepare=True, files_size=512, release=release, reload=True)
+    script = setup_script(inv, prepare=True, files=[], files_size=512, release=release, reload=True)
     order = [
         script.index(s)
         for s in (
@@ -242,5 +294,5 @@ def test_setup_script_prepares_then_writes_then_installs(tmp_path: Path) -> None
     ]
     assert order == sorted(order)
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
-    bare = setup_script(inv, prepare=False, files_size=512, release=None, reload=False)
+    bare = setup_script(inv, prepare=False, files=[], files_size=512, release=None, reload=False)
     assert "useradd" not in bare and "etcd --version" not in bare and "daemon-reload" not in bare

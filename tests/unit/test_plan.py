@@ -12,6 +12,7 @@ from orchestrator.facts import HostFacts
 from orchestrator.inventory import Inventory
 from orchestrator.pki import HOST_CERT_KINDS as CERT_KINDS
 from orchestrator.plan import (
+    SYMLINK_REPLACED,
     UNIT_PATH,
     DesiredFile,
     HostPlan,
@@ -67,6 +68,8 @@ def test_desired_files_paths_modes_and_owners(inv: Inventory) -> None:
     files = wanted_files(inv)
     table = {f.path: (f.kind, f.mode, f.owner, f.group) for f in files}
     expected = {
+        "/var/lib/etcd/.etcd-deploy": ("marker", 0o644, "root", "root"),
+        "/etc/etcd/.etcd-deploy": ("marker", 0o644, "root", "root"),
         UNIT_PATH: ("unit", 0o644, "root", "root"),
         "/etc/etcd/etcd.env": ("env", 0o640, "root", "etcd"),
         "/etc/etcd/etcdctl.env": ("etcdctl-env", 0o644, "root", "root"),
@@ -301,11 +304,11 @@ def test_new_binary_on_a_running_member(inv: Inventory) -> None:
 
 def test_unit_and_env_change_with_new_binary_lists_every_restart_reason(tmp_path: Path) -> None:
     old_inv = make_inventory(tmp_path)
-    new_inv = make_inventory(tmp_path, flags={"wal-dir": "/srv/etcd-wal"})  # unit + env
+    new_inv = make_inventory(tmp_path, data_dir="/srv/etcd-data")  # unit + env
     on_host = wanted_files(old_inv)
     facts = converged_facts(old_inv, on_host, version="3.5.16")
     plan = plan_for(new_inv, wanted_files(new_inv), facts)
-    assert {c.file.kind for c in plan.files} == {"unit", "env"}
+    assert {"unit", "env"} <= {c.file.kind for c in plan.files}
     assert plan.restart_reasons == ["changed: env, unit", "new binary"]
     assert any(c.file.kind == "unit" for c in plan.files)
 
@@ -414,3 +417,21 @@ def test_env_with_initial_only_diff_still_gets_its_mode_fixed(inv: Inventory) ->
     facts.files[env_path] = replace(facts.files[env_path], mode=0o644)  # world-readable
     plan = plan_for(inv, wanted, facts)
     assert changed_paths(plan) == {env_path}
+
+
+def test_a_symlink_at_a_wanted_path_is_replaced_never_read(inv: Inventory) -> None:
+    """A ca.crt linked to a root-only file: its target is never shown (no diff), the link is
+    replaced by the file (a rename), and it counts as a content change."""
+    files = wanted_files(inv)
+    facts = converged_facts(inv, files)
+    ca = next(f for f in files if f.kind == "ca")
+    del facts.files[ca.path]
+    del facts.texts[ca.path]
+    facts.links.add(ca.path)
+    plan = plan_host(
+        inv, inv.hosts[0], files, facts, version="3.5.17", member=True, bootstrap=False
+    )
+    [change] = plan.files
+    assert change.file.path == ca.path and change.reason == SYMLINK_REPLACED
+    assert change.diff == "" and change.content_changed
+    assert plan.restart_reasons == ["changed: ca"]

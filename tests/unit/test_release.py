@@ -20,6 +20,7 @@ from orchestrator.release import (
     fetch_release,
     tarball_name,
 )
+from orchestrator.rules import version_problem
 from tests.lab.mirror import serve_mirror, write_release
 
 V = "3.5.1"
@@ -304,3 +305,69 @@ def test_concurrent_fetches_share_the_cache(
     assert len({r.sha256 for r in results}) == 1
     assert _sha(cache / f"v{V}" / NAME) == _sha(source / f"v{V}" / NAME)
     assert not list((cache / f"v{V}").glob("*.part"))
+
+
+# -------------------------------------------------------------------------------- pins, redaction
+
+
+def test_a_pinned_tarball_needs_no_sha256sums(
+    served: tuple[str, list[str]], source: Path, cache: Path
+) -> None:
+    url, requests = served
+    (source / f"v{V}" / "SHA256SUMS").unlink()
+    pin = _sha(source / f"v{V}" / NAME)
+    rel = fetch_release(url, V, "amd64", cache_dir=cache, sha256=pin.upper())
+    assert rel.sha256 == pin
+    assert requests == [f"GET /v{V}/{NAME}"]
+    requests.clear()
+    assert fetch_release(url, V, "amd64", cache_dir=cache, sha256=pin) == rel
+    assert requests == []  # the cached tarball matches its pin
+
+
+def test_a_pin_that_does_not_match_is_refused(
+    served: tuple[str, list[str]], source: Path, cache: Path
+) -> None:
+    url, _ = served
+    actual = _sha(source / f"v{V}" / NAME)
+    with pytest.raises(PreflightError) as caught:
+        fetch_release(url, V, "amd64", cache_dir=cache, sha256="cd" * 32)
+    message = str(caught.value)
+    assert f"checksum mismatch for {NAME}" in message
+    assert f"expected {'cd' * 32}, got {actual} (expected: the pin in cluster.release_sha256)" in (
+        message
+    )
+    assert not list((cache / f"v{V}").glob(NAME + "*"))
+
+
+def test_plain_http_elsewhere_needs_a_pin(cache: Path) -> None:
+    with pytest.raises(PreflightError) as caught:
+        fetch_release("http://u:hunter2@192.0.2.1/etcd", V, "amd64", cache_dir=cache, timeout=0.1)
+    message = str(caught.value)
+    assert "release_url http://u:***@192.0.2.1/etcd is plain http:// on another machine" in message
+    assert f'("{V}/amd64" = "<sha256>")' in message
+    assert "hunter2" not in message
+
+
+def test_a_password_in_the_url_is_never_printed_nor_stored(
+    served: tuple[str, list[str]], cache: Path
+) -> None:
+    url, _ = served
+    secret_url = url.replace("http://", "http://deploy:hunter2@")
+    fetch_release(secret_url, V, "amd64", cache_dir=cache)
+    marker = (cache / f"v{V}" / "SHA256SUMS.source").read_text()
+    assert "hunter2" not in marker
+    assert url.replace("http://", "http://deploy:***@") in marker
+    with pytest.raises(PreflightError) as caught:
+        fetch_release(secret_url, "3.5.99", "amd64", cache_dir=cache)
+    assert "hunter2" not in str(caught.value)
+    assert "deploy:***@" in str(caught.value)
+    with pytest.raises(PreflightError) as caught:
+        fetch_release(_closed_port_url().replace("//", "//a:hunter2@"), V, "arm64", cache_dir=cache)
+    assert "hunter2" not in str(caught.value) and "a:***@" in str(caught.value)
+
+
+@pytest.mark.parametrize("version", ["v3.5.18", "3.6.0-rc.1", "3.3.25"])
+def test_release_versions_follow_the_one_rule(cache: Path, version: str) -> None:
+    with pytest.raises(PreflightError) as caught:
+        fetch_release("/nowhere", version, "amd64", cache_dir=cache)
+    assert str(caught.value) == f"etcd release: {version_problem(version)}"

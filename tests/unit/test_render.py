@@ -230,7 +230,9 @@ def test_env_argument_checks() -> None:
 )
 def test_managed_flags_are_refused(flag: str) -> None:
     inv = make_inv(flags={flag: "x"})
-    with pytest.raises(UsageError, match=rf"cluster\.flags\.{flag}: managed by etcd-deploy"):
+    with pytest.raises(
+        UsageError, match=rf"cluster\.flags\.{flag}: --\S+ is (managed|refused) by etcd-deploy"
+    ):
         env_for(inv)
 
 
@@ -318,10 +320,12 @@ def test_bool_flag_values() -> None:
 
 
 def test_unit_low_ports_and_wal_dir() -> None:
-    text = render_unit(make_inv(client_port=379, peer_port=380, flags={"wal-dir": "/wal/etcd"}))
+    text = render_unit(make_inv(client_port=379, peer_port=380))
     assert "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n" in text
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE\n" in text
-    assert "ReadWritePaths=/var/lib/etcd /wal/etcd\n" in text
+    assert "ReadWritePaths=/var/lib/etcd\n" in text
+    with pytest.raises(UsageError, match=r"--wal-dir is refused .* put cluster\.data_dir"):
+        resolve_flags({"wal-dir": "/wal/etcd"}, "3.5.17")
     assert "CapabilityBoundingSet=\n" in render_unit(make_inv())
 
 

@@ -15,10 +15,12 @@ from orchestrator.snapshot import (
     BOLT_MAGIC,
     LocalBackup,
     SnapshotStatus,
+    create_part,
     list_local,
     parse_snapshot_name,
     parse_status_json,
     prune_local,
+    publish,
     snapshot_file_name,
     verify_integrity,
 )
@@ -53,11 +55,13 @@ def write(path: Path, data: bytes) -> Path:
 
 def test_file_name_is_utc() -> None:
     when = datetime(2024, 5, 6, 12, 30, 45, 999999, tzinfo=timezone(timedelta(hours=2)))
-    assert snapshot_file_name("prod", when) == "prod-20240506T103045Z.db"
+    assert snapshot_file_name("prod", when) == "prod-20240506T103045.999Z.db"
 
 
 def test_file_name_naive_counts_as_utc() -> None:
-    assert snapshot_file_name("prod", datetime(2024, 1, 2, 3, 4, 5)) == "prod-20240102T030405Z.db"
+    assert snapshot_file_name("prod", datetime(2024, 1, 2, 3, 4, 5)) == (
+        "prod-20240102T030405.000Z.db"
+    )
 
 
 def test_parse_name_round_trip() -> None:
@@ -76,6 +80,10 @@ def test_parse_name_round_trip() -> None:
         "other-20240506T103045Z.db",
         "prod-etcd-1-20240506T103045.123456789Z.db",  # a host's scheduled backup
         "prod-20240506T103045Z.db\n",
+        "prod-20240506T103045.12Z.db",  # milliseconds are three digits
+        "prod-20240506T103045.123Z-0.db",
+        "prod-20240506T103045.123Z-.db",
+        "prod-20240506T103045.123Z.db.part",
         "prod-\uff12\uff10\uff12\uff140506T103045Z.db",  # fullwidth digits
     ],
 )
@@ -200,7 +208,7 @@ def test_list_local_newest_first(tmp_path: Path) -> None:
     (tmp_path / snapshot_file_name("prod", stamp(8))).mkdir()  # not a file
     backups = list_local(tmp_path, "prod")
     assert [b.taken_at for b in backups] == [stamp(5), stamp(2), stamp(1), stamp(0)]
-    assert backups[0] == LocalBackup(tmp_path / "prod-20240506T150000Z.db", stamp(5), 6)
+    assert backups[0] == LocalBackup(tmp_path / "prod-20240506T150000.000Z.db", stamp(5), 6)
 
 
 def test_list_local_missing_folder(tmp_path: Path) -> None:
@@ -277,3 +285,82 @@ def test_parse_status_tolerates_extra_fields_and_noise() -> None:
 def test_parse_status_rejects(text: str) -> None:
     with pytest.raises(PreflightError, match="unexpected snapshot status output"):
         parse_status_json(text)
+
+
+# ---------------------------------------------------------------- unique names, O_EXCL
+
+
+def test_names_carry_milliseconds_and_a_sequence_number() -> None:
+    when = datetime(2024, 5, 6, 10, 30, 45, 123456, tzinfo=UTC)
+    assert snapshot_file_name("prod", when) == "prod-20240506T103045.123Z.db"
+    assert snapshot_file_name("prod", when, 2) == "prod-20240506T103045.123Z-2.db"
+    ms = when.replace(microsecond=123000)
+    assert parse_snapshot_name("prod-20240506T103045.123Z.db", "prod") == ms
+    assert parse_snapshot_name("prod-20240506T103045.123Z-17.db", "prod") == ms
+
+
+def test_names_of_earlier_versions_still_parse_list_and_prune(tmp_path: Path) -> None:
+    old = tmp_path / "prod-20240506T103045Z.db"  # to the second, before milliseconds
+    new = tmp_path / "prod-20240506T103045.500Z.db"
+    newer = tmp_path / "prod-20240506T103045.500Z-2.db"
+    for path in (old, new, newer):
+        path.write_bytes(b"x")
+    assert parse_snapshot_name(old.name, "prod") == datetime(2024, 5, 6, 10, 30, 45, tzinfo=UTC)
+    assert [b.path for b in list_local(tmp_path, "prod")] == [newer, new, old]
+    assert prune_local(tmp_path, "prod", 2) == [old]
+
+
+def test_new_names_sort_by_time(tmp_path: Path) -> None:
+    base = datetime(2024, 5, 6, 10, 30, 45, tzinfo=UTC)
+    times = [base + timedelta(milliseconds=ms) for ms in (0, 1, 999, 1000, 61_000)]
+    names = [snapshot_file_name("prod", t) for t in times]
+    assert sorted(names) == names
+    assert [parse_snapshot_name(n, "prod") for n in names] == times
+
+
+def test_two_backups_in_one_millisecond_get_two_names(tmp_path: Path) -> None:
+    when = datetime(2024, 5, 6, 10, 30, 45, 123000, tzinfo=UTC)
+    first, fd1 = create_part(tmp_path, "prod", when)
+    second, fd2 = create_part(tmp_path, "prod", when)
+    os.close(fd1)
+    os.close(fd2)
+    assert first.name == "prod-20240506T103045.123Z.db"
+    assert second.name == "prod-20240506T103045.123Z-2.db"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [first.name + ".part", second.name + ".part"]
+    )
+
+
+def test_part_is_created_exclusively_0600_and_never_through_a_symlink(tmp_path: Path) -> None:
+    when = datetime(2024, 5, 6, 10, 30, 45, tzinfo=UTC)
+    name = snapshot_file_name("prod", when)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / (name + ".part")).symlink_to(victim)  # a planted .part: not ours to write
+    (tmp_path / snapshot_file_name("prod", when, 2)).write_bytes(b"an earlier backup")
+    final, fd = create_part(tmp_path, "prod", when)
+    with os.fdopen(fd, "wb") as out:
+        out.write(b"snapshot")
+    assert final.name == snapshot_file_name("prod", when, 3)
+    part = final.with_name(final.name + ".part")
+    assert os.stat(part).st_mode & 0o777 == 0o600
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / snapshot_file_name("prod", when, 2)).read_bytes() == b"an earlier backup"
+
+
+def test_publish_never_replaces_a_backup(tmp_path: Path) -> None:
+    when = datetime(2024, 5, 6, 10, 30, 45, tzinfo=UTC)
+    final, fd = create_part(tmp_path, "prod", when)
+    with os.fdopen(fd, "wb") as out:
+        out.write(b"mine")
+    final.write_bytes(b"somebody else's, made meanwhile")
+    got = publish(final.with_name(final.name + ".part"), final)
+    assert got.name == snapshot_file_name("prod", when, 2)
+    assert got.read_bytes() == b"mine"
+    assert final.read_bytes() == b"somebody else's, made meanwhile"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([final.name, got.name])
+
+
+def test_create_part_in_a_folder_it_cannot_write(tmp_path: Path) -> None:
+    with pytest.raises(PreflightError, match="cannot create a snapshot in"):
+        create_part(tmp_path / "missing", "prod", datetime(2024, 5, 6, tzinfo=UTC))

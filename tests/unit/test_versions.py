@@ -19,7 +19,8 @@ from orchestrator.versions import (
 
 def test_parse() -> None:
     assert parse_version("3.5.1") == Version(3, 5, 1, "")
-    assert parse_version("v3.6.0") == Version(3, 6, 0)
+    with pytest.raises(ValueError, match=r"write the version without the leading v: 3\.6\.0"):
+        parse_version("v3.6.0")
     assert parse_version("3.6.0-rc.1") == Version(3, 6, 0, "rc.1")
     assert str(parse_version("3.6.0-rc.1")) == "3.6.0-rc.1"
     assert str(parse_version("3.4.22")) == "3.4.22"

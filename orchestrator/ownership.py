@@ -1,0 +1,156 @@
+"""Whose folder is it? The marker etcd-deploy leaves in every folder it owns on a host,
+and the pure rules that decide, from a host's facts, what a run may adopt or remove.
+
+A marker is a small file, `<folder>/.etcd-deploy`, naming the cluster and the id of its
+state dir (made once, with the CA). A folder is ours when its marker names this cluster;
+another cluster's when it names another; unmarked otherwise. An unmarked folder is
+adopted only when it is empty (`lost+found` alone counts as empty: mount points are
+normal) or holds nothing but what etcd-deploy itself writes there; anything else is
+somebody's data and is never re-owned, moved or removed without --force.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MARKER_NAME = ".etcd-deploy"
+# Inside a data dir that is a mount point: what `up --force` moved aside, and a restore
+# being prepared (see operations.aside_lines and the restore script).
+ASIDE_PREFIX = ".etcd-deploy-aside-"
+RESTORE_PREFIX = ".etcd-deploy-restore-"
+# A file on its way in (see operations.place_files_lines): ours, whatever cut it short.
+STAGED_SUFFIX = ".etcd-deploy-new"
+
+
+def ignored_entry(name: str) -> bool:
+    """Entries that say nothing about whose a folder is: a file system's lost+found, and
+    etcd-deploy's own marker, moved-aside and restore folders."""
+    return (
+        name in ("lost+found", MARKER_NAME)
+        or name.startswith((ASIDE_PREFIX, RESTORE_PREFIX))
+        or name.endswith(STAGED_SUFFIX)
+    )
+
+
+_MARKER = re.compile(r"etcd-deploy cluster=(?P<name>\S+) id=(?P<id>\S+)")
+
+
+@dataclass(frozen=True)
+class Marker:
+    cluster: str
+    cluster_id: str
+
+    def render(self) -> str:
+        return f"etcd-deploy cluster={self.cluster} id={self.cluster_id}\n"
+
+
+def parse_marker(text: str) -> Marker | None:
+    """The marker in `text`, or None when it is not one of ours (or was cut short)."""
+    match = _MARKER.fullmatch(text.strip())
+    return Marker(match["name"], match["id"]) if match else None
+
+
+@dataclass(frozen=True)
+class DirFacts:
+    """One folder on a host, as the facts command saw it."""
+
+    exists: bool = False
+    marker: str | None = None  # the marker file's text; None when there is none
+    entries: tuple[str, ...] = ()  # names in it, lost+found and the marker left out
+    mount_point: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.entries
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The verdict on one folder: `ours`, `adoptable`, `foreign` or `unknown`, and why."""
+
+    state: str
+    reason: str = ""
+
+    @property
+    def may_write(self) -> bool:
+        return self.state in ("ours", "adoptable")
+
+    @property
+    def may_remove(self) -> bool:
+        return self.state == "ours"
+
+
+@dataclass(frozen=True)
+class FolderRule:
+    """What an unmarked folder may hold and still be adopted (besides nothing at all)."""
+
+    key: str  # the inventory key naming the folder, for messages
+    known_entries: frozenset[str] = field(default_factory=frozenset)
+    etcd_data: bool = False  # `member/` (etcd's data) may be adopted when proven ours
+
+
+def judge(
+    folder: str, facts: DirFacts, rule: FolderRule, ours: Marker, *, data_is_ours: bool = False
+) -> Ownership:
+    """May this run write into / remove `folder`? `data_is_ours`: the caller proved that the
+    etcd data in it belongs to this cluster (a member of it, or named by our etcd.env)."""
+    if not facts.exists:
+        return Ownership("adoptable", "does not exist yet")
+    if facts.marker is not None:
+        marker = parse_marker(facts.marker)
+        if marker is None:
+            return Ownership("unknown", f"{folder}/{MARKER_NAME} is not a marker of etcd-deploy")
+        if marker.cluster != ours.cluster:
+            return Ownership("foreign", f"{folder} belongs to cluster {marker.cluster!r}")
+        if ours.cluster_id and marker.cluster_id != ours.cluster_id:
+            return Ownership(
+                "foreign",
+                f"{folder} belongs to another cluster named {marker.cluster!r} "
+                f"(id {marker.cluster_id}, this state dir's is {ours.cluster_id})",
+            )
+        return Ownership("ours", "marked as this cluster's")
+    if facts.empty:
+        return Ownership("adoptable", "empty")
+    entries = set(facts.entries)
+    if rule.etcd_data and "member" in entries and data_is_ours:
+        entries.discard("member")
+    unknown = sorted(entries - rule.known_entries)
+    if not unknown:
+        return Ownership("adoptable", "holds only what etcd-deploy writes")
+    shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+    return Ownership(
+        "unknown",
+        f"{folder} ({rule.key}) is not empty and carries no etcd-deploy marker (it holds {shown})",
+    )
+
+
+@dataclass(frozen=True)
+class HostIdentity:
+    """What a host says about whose etcd it holds, read from its facts."""
+
+    holds_cluster: bool  # etcd data or a running etcd
+    env: dict[str, str]  # its etcd.env (empty when there is none)
+    ca: str  # "ours", "foreign", "none" (no CA file), "unknown" (no local CA to compare)
+    data: Ownership
+    config: Ownership
+
+
+def identity_problems(cluster: str, host_name: str, peer_url: str, who: HostIdentity) -> list[str]:
+    """Why this host may hold something that is not this inventory's member (empty: it is
+    ours or holds nothing). Read before anything is stopped or removed."""
+    problems = [o.reason for o in (who.data, who.config) if o.state == "foreign"]
+    if who.ca == "foreign" and who.holds_cluster:
+        problems.append("its etcd trusts another CA than this state dir's")
+    elif who.ca == "unknown" and who.holds_cluster:
+        problems.append("this state dir has no CA to compare with the one the host trusts")
+    token = who.env.get("ETCD_INITIAL_CLUSTER_TOKEN")
+    if token is not None and not token.startswith(f"{cluster}-"):
+        problems.append(f"its etcd.env names cluster token {token!r}, not one of {cluster!r}")
+    name = who.env.get("ETCD_NAME")
+    if name is not None and name != host_name:
+        problems.append(f"its etcd.env names member {name!r}, not {host_name!r}")
+    advertised = who.env.get("ETCD_INITIAL_ADVERTISE_PEER_URLS")
+    if advertised is not None and peer_url not in advertised.split(","):
+        problems.append(f"its member advertises {advertised}, the inventory says {peer_url}")
+    return problems

@@ -1,0 +1,99 @@
+"""Identity before any destructive step: read each host and refuse, before anything stops
+or is removed, when it holds another cluster or a member this inventory does not describe.
+Used by destroy, remove-node, replace-node and restore (the rules are in `ownership.py`)."""
+
+from __future__ import annotations
+
+from orchestrator.context import RunContext
+from orchestrator.errors import SafetyRefusal
+from orchestrator.facts import HostFacts
+from orchestrator.lock import LockOwner, new_owner
+from orchestrator.ownership import DirFacts, FolderRule, HostIdentity, identity_problems, judge
+from orchestrator.pki import pem_fingerprints
+from orchestrator.plan import CONFIG_FILES, DesiredFile, ca_file, env_file
+from orchestrator.render import env_values, pki_paths
+from orchestrator.workflows.hosts import gather_facts, release_locks
+
+DATA_RULE = FolderRule("cluster.data_dir", etcd_data=True)
+CONFIG_RULE = FolderRule("cluster.config_dir", frozenset({*CONFIG_FILES, "pki"}))
+
+
+def identity_files(ctx: RunContext, names: list[str]) -> dict[str, list[DesiredFile]]:
+    """The facts request that carries what `host_identity` reads: the CA and etcd.env."""
+    wanted = [ca_file(ctx.inv, b""), env_file(ctx.inv, "")]
+    return {name: wanted for name in names}
+
+
+def host_identity(ctx: RunContext, name: str, facts: HostFacts) -> HostIdentity:
+    inv = ctx.inv
+    c = inv.cluster
+    trusted = pem_fingerprints(facts.texts.get(pki_paths(inv)["ca.crt"], "").encode())
+    known = ctx.pki.known_ca_fingerprints() if ctx.pki.ca_cert_path.exists() else set()
+    if not trusted:
+        ca = "none"
+    elif not known:
+        ca = "unknown"
+    else:
+        ca = "ours" if trusted & known else "foreign"
+    marker = ctx.marker(create=False)
+    empty = DirFacts()
+    return HostIdentity(
+        holds_cluster=facts.holds_cluster,
+        env=env_values(facts.texts.get(f"{c.config_dir}/etcd.env", "")),
+        ca=ca,
+        data=judge(
+            c.data_dir, facts.folders.get(c.data_dir, empty), DATA_RULE, marker, data_is_ours=True
+        ),
+        config=judge(c.config_dir, facts.folders.get(c.config_dir, empty), CONFIG_RULE, marker),
+    )
+
+
+def refuse_foreign_hosts(
+    ctx: RunContext, facts: dict[str, HostFacts], *, command: str, force: bool, forced: str
+) -> None:
+    """SafetyRefusal naming every host that may not be ours and what was found there,
+    unless `force` (`forced` says what --force does instead)."""
+    found = {}
+    for name, f in facts.items():
+        host = ctx.inv.host(name)
+        problems = identity_problems(
+            ctx.inv.cluster.name, name, ctx.inv.peer_url(host), host_identity(ctx, name, f)
+        )
+        if problems:
+            found[name] = problems
+    if not found:
+        return
+    detail = "; ".join(f"{name}: {', '.join(p)}" for name, p in found.items())
+    if force:
+        ctx.ui.warn(command, f"--force: going on although {detail}")
+        return
+    raise SafetyRefusal(
+        f"{command} refused: {detail}. These hosts may hold another cluster (a wrong "
+        f"inventory or address?); nothing was changed. {forced}"
+    )
+
+
+def gather_identified(
+    ctx: RunContext,
+    command: str,
+    names: list[str],
+    *,
+    force: bool,
+    forced: str,
+    phase: str = "",
+    judged: list[str] | None = None,
+    tolerate_unreachable: bool = False,
+) -> tuple[LockOwner, dict[str, HostFacts]]:
+    """Facts and run locks of `names`, then `refuse_foreign_hosts` on `judged` (default: all
+    of them); a refusal lets the locks go before it is raised."""
+    owner = new_owner(command)
+    facts = gather_facts(
+        ctx, owner, identity_files(ctx, names), names, tolerate_unreachable=tolerate_unreachable
+    )
+    try:
+        chosen = {n: f for n, f in facts.items() if judged is None or n in judged}
+        refuse_foreign_hosts(ctx, chosen, command=phase or command, force=force, forced=forced)
+    except BaseException:
+        release_locks(ctx, owner, list(facts))
+        raise
+    return owner, facts

@@ -1,0 +1,208 @@
+"""Never touch what is not ours: a typo, a stale inventory, another cluster's address or a
+cut connection must not destroy data. Each test checks the hosts' folders, modes, owners
+and etcd data afterwards."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from orchestrator.inventory import load_inventory
+from orchestrator.operations import files_tar, write_files_script
+from orchestrator.plan import DesiredFile
+from orchestrator.transport import Pool
+from tests.e2e.load import put_keys, read_prefix
+from tests.lab.driver import HOSTS, Lab
+
+FOREIGN = "/var/lib/etcd-appdata"  # somebody's folder, named as data_dir by mistake
+
+
+def folder_state(lab: Lab, host: str, path: str) -> str:
+    """Mode, owner and every file's sha256 under `path` (one string to compare)."""
+    return lab.exec(
+        host,
+        f"stat -c '%a %U %G' {path}; cd {path} && find . -type f | sort | xargs -r sha256sum",
+        check=False,
+    ).stdout
+
+
+def etcd_data(lab: Lab, host: str) -> str:
+    return lab.exec(
+        host, "ls /var/lib/etcd/member 2>&1; systemctl is-active etcd", check=False
+    ).stdout
+
+
+def test_up_never_adopts_a_folder_that_is_not_ours(make_cli, lab: Lab) -> None:
+    """A data_dir naming somebody's non-empty folder: `up` refuses before any host changes
+    (no re-own to etcd 0700); `destroy --yes` leaves the folder as it was."""
+    cli = make_cli(3, extra=f'data_dir = "{FOREIGN}"\n')
+    lab.exec(
+        "etcd2",
+        f"mkdir -p {FOREIGN}/reports && echo q3 > {FOREIGN}/reports/q3.txt && "
+        f"echo keep > {FOREIGN}/notes && chmod 0755 {FOREIGN} && chown nobody {FOREIGN}",
+    )
+    before = folder_state(lab, "etcd2", FOREIGN)
+    refused = cli("up")
+    assert refused.returncode == 5, refused.stderr
+    assert f"{FOREIGN} (cluster.data_dir) is not empty and carries no etcd-deploy marker" in (
+        refused.stderr
+    )
+    assert "etcd2" in refused.stderr and "Traceback" not in refused.stderr
+    assert folder_state(lab, "etcd2", FOREIGN) == before
+    for name in ("etcd1", "etcd2", "etcd3"):  # nothing was installed anywhere
+        assert lab.exec(name, "id etcd; ls /opt/bin/etcd", check=False).returncode != 0, name
+    destroyed = cli("destroy", "--yes")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert f"kept {FOREIGN}: it carries no marker of this cluster" in destroyed.stderr
+    assert folder_state(lab, "etcd2", FOREIGN) == before
+
+
+def test_destroy_of_another_clusters_inventory_is_refused(
+    make_cli, lab: Lab, tmp_path: Path
+) -> None:
+    """An inventory of another cluster (or a mistyped address) reaching our members:
+    `destroy --yes` reads the hosts first and refuses; the cluster keeps running."""
+    ours = make_cli(3)
+    assert ours("up").returncode == 0
+    other = lab.inventory(tmp_path / "other" / "inventory.toml", 1, cluster="other")
+    before = etcd_data(lab, "etcd1")
+    refused = ours("destroy", "--yes", "-i", str(other))
+    assert refused.returncode == 5, refused.stderr
+    assert "destroy refused: etcd1:" in refused.stderr
+    assert "belongs to cluster 'lab'" in refused.stderr
+    assert "--force destroys them anyway" in refused.stderr
+    assert etcd_data(lab, "etcd1") == before and "active" in before
+    assert ours.status()["healthy"]
+    # Our own inventory destroys our own cluster, markers and all.
+    assert ours("destroy", "--yes").returncode == 0
+    for name in ("etcd1", "etcd2", "etcd3"):
+        assert lab.exec(name, "ls -A /var/lib/etcd /etc/etcd", check=False).returncode != 0
+
+
+def test_purge_state_removes_only_what_is_ours(make_cli, lab: Lab) -> None:
+    """`state_dir = "."`: the inventory's own folder. --purge-state takes the CA, certs and
+    backups, and leaves the inventory and another cluster's key next to them."""
+    cli = make_cli(1, extra='state_dir = "."\n')
+    folder = cli.inventory.parent
+    (folder / "other-cluster-ca.key").write_text("not ours\n")
+    assert cli("up").returncode == 0
+    assert (folder / "pki" / "ca.key").exists()
+    purged = cli("destroy", "--yes", "--purge-state")
+    assert purged.returncode == 0, purged.stderr
+    assert (folder / "other-cluster-ca.key").read_text() == "not ours\n"
+    assert cli.inventory.exists()
+    assert not (folder / "pki").exists() and not (folder / "cluster-id").exists()
+    assert "kept what etcd-deploy did not write there" in purged.stderr
+
+
+def test_remove_node_with_a_stale_address_never_wipes_a_live_voter(make_cli, lab: Lab) -> None:
+    """etcd2's etcd_address edited in the inventory, etcd3 down: `remove-node etcd2 --wipe`
+    must not take etcd2 for "not a member" and wipe it (that loses quorum)."""
+    cli = make_cli(3)
+    assert cli("up").returncode == 0
+    lab.exec("etcd3", "systemctl stop etcd")
+    text = cli.inventory.read_text()
+    cli.inventory.write_text(
+        text.replace(
+            f'address = "{HOSTS["etcd2"]}"\n',
+            f'address = "{HOSTS["etcd2"]}"\netcd_address = "172.29.50.99"\n',
+        )
+    )
+    refused = cli("remove-node", "etcd2", "--wipe")
+    assert refused.returncode == 5, refused.stderr
+    assert "its member advertises https://172.29.50.12:2380" in refused.stderr
+    # --force passes the host check; the member is still matched by name and peer URL.
+    forced = cli("remove-node", "etcd2", "--wipe", "--force")
+    assert forced.returncode == 5, forced.stderr
+    assert "member etcd2" in forced.stderr and "was etcd_address or peer_port edited?" in (
+        forced.stderr
+    )
+    assert lab.exec("etcd2", "systemctl is-active etcd").stdout.strip() == "active"
+    assert lab.exec("etcd2", "ls /var/lib/etcd/member/snap/db").returncode == 0
+    assert 'etcd_address = "172.29.50.99"' in cli.inventory.read_text()  # not removed from it
+    lab.exec("etcd3", "systemctl start etcd")
+    cli.inventory.write_text(text)
+    assert cli.status()["healthy"]
+
+
+def test_a_cut_stream_leaves_every_old_file_and_a_rerun_converges(make_cli, lab: Lab) -> None:
+    """New etcd.env, server cert and key sent to a running member; the SSH connection dies
+    part-way. The member keeps its old, complete files (a new cert never sits beside an old
+    key) and keeps serving; the next `up` converges and the one after changes nothing."""
+    cli = make_cli(1)
+    assert cli("up").returncode == 0
+    paths = ["/etc/etcd/etcd.env", "/etc/etcd/pki/server.crt", "/etc/etcd/pki/server.key"]
+
+    def sums() -> str:
+        return lab.exec("etcd1", "sha256sum " + " ".join(paths)).stdout
+
+    before = sums()
+    padding = b"# " + b"x" * 1000 + b"\n"
+    files = [
+        DesiredFile(paths[0], b"ETCD_NAME=broken\n" + padding * 1500, 0o640, "root", "etcd", "env"),
+        DesiredFile(paths[1], b"not a cert\n" + padding * 1500, 0o644, "etcd", "etcd", "cert"),
+        DesiredFile(paths[2], b"not a key\n" + padding * 1500, 0o600, "etcd", "etcd", "key"),
+    ]
+    archive = files_tar(files)
+    pool = Pool(load_inventory(cli.inventory), log=lambda _n, _m: None)
+    conn = pool["etcd1"]
+
+    def cut(sent: int, _total: int) -> None:
+        if sent > len(archive) // 2:
+            raise OSError("connection cut by the test")
+
+    try:
+        conn.run(write_files_script(files, False), stdin=archive, progress=cut, check=False)
+    except Exception as exc:  # the transport reports the dead connection
+        assert "connection cut by the test" in str(exc)
+    else:
+        raise AssertionError("the cut transfer did not fail")
+    finally:
+        pool.close()
+    time.sleep(1)  # the host notices the closed channel
+    assert sums() == before
+    assert cli.status()["healthy"]
+    staged = lab.exec("etcd1", "ls /etc/etcd/pki /etc/etcd").stdout
+    again = cli("up")
+    assert again.returncode == 0, again.stderr + staged
+    assert sums() == before
+    noop = cli("up")
+    assert noop.returncode == 0 and "no changes:" in noop.stderr, noop.stderr
+
+
+def test_a_data_dir_that_is_a_mount_point(make_cli, lab: Lab) -> None:
+    """/var/lib/etcd is its own file system (with lost+found) on every host: `up` adopts it,
+    `restore` (which cannot rename a mount point) restores into it and moves the old data
+    aside inside it, `destroy` empties it and leaves the mount and lost+found."""
+    three = ["etcd1", "etcd2", "etcd3"]
+    for name in three:
+        lab.exec(
+            name,
+            "mkdir -p /var/lib/etcd && mount -t tmpfs -o mode=0755 tmpfs /var/lib/etcd && "
+            "mkdir /var/lib/etcd/lost+found",
+        )
+    cli = make_cli(3)
+    assert cli("up").returncode == 0
+    pki = cli.inventory.parent / ".etcd-deploy" / "lab" / "pki"
+    endpoint = f"https://{HOSTS['etcd1']}:2379"
+    put_keys(endpoint, pki, 50)
+    backup = cli("backup", "--json")
+    assert backup.returncode == 0, backup.stderr
+    put_keys(endpoint, pki, 80)  # after the backup: gone once restored
+    restored = cli("restore", json.loads(backup.stdout)["file"], "--yes")
+    assert restored.returncode == 0, restored.stderr
+    assert cli.status()["healthy"]
+    assert len(read_prefix(endpoint, pki, "/keys/")) == 50
+    for name in three:
+        entries = lab.exec(name, "mountpoint -q /var/lib/etcd && ls -A /var/lib/etcd").stdout
+        names = entries.split()
+        assert {"lost+found", "member", ".etcd-deploy"} <= set(names), (name, names)
+        aside = [n for n in names if n.startswith(".etcd-deploy-aside-before-restore-")]
+        assert len(aside) == 1, names  # the old data, moved aside inside the mount
+        assert lab.exec(name, f"ls /var/lib/etcd/{aside[0]}/member/snap/db").returncode == 0
+    assert cli("plan").returncode == 0  # the restored cluster is what up would build
+    assert cli("destroy", "--yes").returncode == 0
+    for name in three:
+        left = lab.exec(name, "mountpoint -q /var/lib/etcd && ls -A /var/lib/etcd").stdout
+        assert left.split() == ["lost+found"], (name, left)
