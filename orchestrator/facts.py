@@ -48,6 +48,15 @@ class HostFacts:
     lock: str = ""  # "acquired", or `held ...` and somebody else's lock (lock.parse_held)
     lock_acquired: bool = False
 
+    def forget(self, folder: str) -> None:
+        """Plan as if `folder` were gone (it is moved aside before the install)."""
+        inside = folder.rstrip("/") + "/"
+        self.dirs = {p: v for p, v in self.dirs.items() if p != folder and not p.startswith(inside)}
+        self.files = {p: v for p, v in self.files.items() if not p.startswith(inside)}
+        self.texts = {p: v for p, v in self.texts.items() if not p.startswith(inside)}
+        self.links = {p for p in self.links if not p.startswith(inside)}
+        self.folders.pop(folder, None)
+
     @property
     def running(self) -> bool:
         return self.active_state in ("active", "activating", "reloading")

@@ -260,6 +260,17 @@ def teardown_script(inv: Inventory, *, wipe_data: bool, marker: Marker, force: b
     return "\n".join([*lines, remove_script()])
 
 
+def read_file(conn: HostConnection, path: str) -> str:
+    """A host file's text, never through a symlink (a link could point at a root-only
+    file: its content would be shown, or written back elsewhere)."""
+    p = q(path)
+    result = conn.run(
+        f'if [ -L {p} ]; then echo "{path} is a symlink: not read" >&2; exit 3; fi; cat {p}',
+        quiet=True,
+    )
+    return result.stdout
+
+
 def journal_tail(conn: HostConnection, lines: int = 12) -> str:
     """The member's last journal lines, without etcd's list of the variables it read."""
     result = conn.run(

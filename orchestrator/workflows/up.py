@@ -27,7 +27,7 @@ from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
 from orchestrator.membership import add_learner, promote, remove
 from orchestrator.operations import apply_files, aside_lines, marker_lines
-from orchestrator.ownership import DirFacts, judge
+from orchestrator.ownership import DirFacts, Ownership, judge
 from orchestrator.plan import HostPlan, env_file, plan_host
 from orchestrator.quorum import check_add, check_remove
 from orchestrator.render import env_values, pki_paths
@@ -79,44 +79,53 @@ def _foreign_data(ctx: RunContext, obs: Observed, scope: list[str]) -> list[str]
     ]
 
 
-def _unowned_folders(ctx: RunContext, obs: Observed, scope: list[str]) -> dict[str, list[str]]:
-    """Folders `up` would re-own or write into that are neither ours nor empty (nor, for
-    the data dir, etcd data: `_safety` and `_foreign_data` judge that): host -> reasons.
-    A data dir among them can be moved aside with --force; a config dir cannot."""
+def _unowned_folders(
+    ctx: RunContext, obs: Observed, scope: list[str]
+) -> tuple[dict[str, str], dict[str, Ownership]]:
+    """Folders `up` would re-own or write into that are neither ours nor empty: data dirs
+    (host -> why; a data dir holding etcd data is judged by `_safety` and `_foreign_data`)
+    and config dirs (host -> verdict)."""
     c = ctx.inv.cluster
     marker = ctx.marker()
-    found: dict[str, list[str]] = {}
+    data: dict[str, str] = {}
+    config: dict[str, Ownership] = {}
     for name in scope:
-        folders = obs.facts[name].folders
-        for folder, rule in ((c.data_dir, DATA_RULE), (c.config_dir, CONFIG_RULE)):
-            verdict = judge(
-                folder, folders.get(folder, DirFacts()), rule, marker, data_is_ours=True
-            )
-            if not verdict.may_write:
-                found.setdefault(name, []).append(verdict.reason)
-    return found
+        f = obs.facts[name]
+        verdict = judge(c.data_dir, f.folders.get(c.data_dir, DirFacts()), DATA_RULE, marker)
+        if not f.has_data and not verdict.may_write:
+            data[name] = verdict.reason
+        verdict = judge(c.config_dir, f.folders.get(c.config_dir, DirFacts()), CONFIG_RULE, marker)
+        if not verdict.may_write:
+            config[name] = verdict
+    return data, config
 
 
-def _refuse_unowned(ctx: RunContext, unowned: dict[str, list[str]], *, force: bool) -> list[str]:
-    """Refuse unowned folders; with --force, return the hosts whose data dir is moved aside
-    (a config dir that is not ours is never taken over)."""
-    config_dir = ctx.inv.cluster.config_dir
-    config = {n: r for n, r in unowned.items() if any(config_dir in x for x in r)}
-    if config:
-        detail = "; ".join(f"{n}: {', '.join(r)}" for n, r in config.items())
+def _refuse_unowned(
+    data: dict[str, str], config: dict[str, Ownership], *, force: bool
+) -> tuple[list[str], list[str]]:
+    """Refuse folders that are not ours. With --force, return the hosts whose data dir and
+    whose config dir (another etcd-deploy cluster's: never another tool's) move aside."""
+    others = {n: v.reason for n, v in config.items() if v.state != "foreign"}
+    if others:
         raise SafetyRefusal(
-            f"{detail}. etcd-deploy writes only into folders that are empty or carry its "
-            "marker: choose another cluster.config_dir, or empty that folder by hand; "
-            "nothing was changed"
+            f"{_per_host(others)}. etcd-deploy writes only into folders that are empty or "
+            "carry its marker, and never takes over another tool's config dir: choose "
+            "another cluster.config_dir, or empty that folder by hand; nothing was changed"
         )
-    if unowned and not force:
-        detail = "; ".join(f"{n}: {', '.join(r)}" for n, r in unowned.items())
+    movable = {n: [r] for n, r in data.items()}
+    for name, verdict in config.items():
+        movable.setdefault(name, []).append(verdict.reason)
+    if movable and not force:
         raise SafetyRefusal(
-            f"{detail}. etcd-deploy writes only into folders that are empty or carry its "
-            "marker: choose another cluster.data_dir, or move that folder aside and use it "
-            "with etcd-deploy up --force; nothing was changed"
+            f"{_per_host({n: ', '.join(r) for n, r in movable.items()})}. etcd-deploy writes "
+            "only into folders that are empty or carry its marker: to move them aside (never "
+            "deleted) and use these folders: etcd-deploy up --force; nothing was changed"
         )
-    return list(unowned)
+    return list(data), list(config)
+
+
+def _per_host(reasons: dict[str, str]) -> str:
+    return "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
 
 
 def _discover(ctx: RunContext, facts: dict[str, HostFacts]) -> ClusterView | None:
@@ -245,7 +254,6 @@ def run_up(
                 f"no running cluster to add {only} to: bootstrap it first with etcd-deploy up"
             )
         stale = _safety(ctx, obs, scope, force=force)
-        unowned = _refuse_unowned(ctx, _unowned_folders(ctx, obs, scope), force=force)
         foreign = _foreign_data(ctx, obs, scope)
         if foreign and not force:
             raise SafetyRefusal(
@@ -255,18 +263,25 @@ def run_up(
                 "there afresh: "
                 "etcd-deploy up --force"
             )
+        unowned, config_aside = _refuse_unowned(*_unowned_folders(ctx, obs, scope), force=force)
         foreign += [n for n in unowned if n not in foreign]
         for name in foreign:
             obs.facts[name].has_data = False  # planned as bare: its data is moved aside first
+        for name in config_aside:
+            obs.facts[name].forget(inv.cluster.config_dir)  # planned as bare: moved aside first
         _report_foreign_members(ctx, obs)
         plans = {n: p for n, p in plan_all(ctx, obs).items() if n in scope}
         _refuse_version_changes(ctx, obs, plans, dry_run=dry_run)
         if dry_run:
             for name in foreign:
                 ui.print(f"{name}: ~ move {inv.cluster.data_dir} aside (--force)")
+            for name in config_aside:
+                ui.print(f"{name}: ~ move {inv.cluster.config_dir} aside (--force)")
             print_plan(ctx, plans)
-            pending = any(p.changes for p in plans.values()) or bool(stale) or bool(foreign)
-            return EXIT_CHANGES_PENDING if pending else 0
+            pending = any(p.changes for p in plans.values()) or bool(stale or foreign)
+            return EXIT_CHANGES_PENDING if pending or config_aside else 0
+        for name in config_aside:
+            _move_config_aside(ctx, inv.host(name))
         for name in foreign:
             _move_data_aside(ctx, inv.host(name), "up")
         # A learner-mode bootstrap waits for its one founder: that host installs first.
@@ -456,6 +471,17 @@ def _move_data_aside(ctx: RunContext, host: Host, phase: str) -> None:
     )
     aside = ctx.conn(host).run(script).stdout.strip()
     ctx.ui.warn(phase, f"moved the old data dir aside to {aside} (--force)")
+
+
+def _move_config_aside(ctx: RunContext, host: Host) -> None:
+    """Rename another etcd-deploy cluster's config dir (--force; never deleted): the install
+    makes a new one."""
+    config = ctx.inv.cluster.config_dir
+    script = "\n".join(
+        ["set -e", *aside_lines(config, f"etcd-deploy-{time.strftime('%Y%m%d%H%M%S')}")]
+    )
+    aside = ctx.conn(host).run(script).stdout.strip()
+    ctx.ui.warn(f"up {host.name}", f"moved the old config dir aside to {aside} (--force)")
 
 
 def _rolling_restart(ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]) -> None:

@@ -13,7 +13,7 @@ from orchestrator.context import RunContext
 from orchestrator.errors import ClusterUnhealthy, PhaseFailure, UsageError, detail_of
 from orchestrator.etcd_api import Member
 from orchestrator.inventory import Host, set_cluster_key_in_file
-from orchestrator.operations import apply_files, setup_host
+from orchestrator.operations import apply_files, read_file, setup_host
 from orchestrator.plan import env_file
 from orchestrator.release import Release, arch_for, fetch_release
 from orchestrator.render import env_values
@@ -107,7 +107,7 @@ def run_upgrade(
             phase = f"upgrade {host.name}"
             conn = ctx.conn(host)
             env_path = f"{inv.cluster.config_dir}/etcd.env"
-            old_env = conn.run(f"cat {q(env_path)}", quiet=True).stdout
+            old_env = read_file(conn, env_path)
             setup_host(
                 conn, inv, [], prepare=False, release=releases[arch_for(facts[host.name].arch)]
             )
@@ -146,5 +146,5 @@ def run_upgrade(
 
 def _token(ctx: RunContext, name: str) -> str:
     env_path = f"{ctx.inv.cluster.config_dir}/etcd.env"
-    env = env_values(ctx.conn(name).run(f"cat {q(env_path)}", quiet=True).stdout)
+    env = env_values(read_file(ctx.conn(name), env_path))
     return env.get("ETCD_INITIAL_CLUSTER_TOKEN") or ctx.inv.cluster.name

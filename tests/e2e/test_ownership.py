@@ -206,3 +206,26 @@ def test_a_data_dir_that_is_a_mount_point(make_cli, lab: Lab) -> None:
     for name in three:
         left = lab.exec(name, "mountpoint -q /var/lib/etcd && ls -A /var/lib/etcd").stdout
         assert left.split() == ["lost+found"], (name, left)
+
+
+def test_a_symlinked_host_file_is_never_read_nor_written_through(make_cli, lab: Lab) -> None:
+    """ca.crt replaced by a link to a root-only file: `plan` shows no byte of it and says the
+    link will be replaced; `up` replaces the link, and the linked file stays as it was."""
+    cli = make_cli(1)
+    assert cli("up").returncode == 0
+    lab.exec(
+        "etcd1",
+        "echo TOPSECRET > /root/secret && chmod 0600 /root/secret && "
+        "ln -sf /root/secret /etc/etcd/pki/ca.crt",
+    )
+    plan = cli("plan")
+    assert plan.returncode == 10, plan.stderr
+    assert "TOPSECRET" not in plan.stdout + plan.stderr
+    assert "/etc/etcd/pki/ca.crt: a symlink on the host: replaced by the file" in plan.stdout
+    assert cli("up").returncode == 0
+    assert lab.exec("etcd1", "cat /root/secret; stat -c %a /root/secret").stdout == (
+        "TOPSECRET\n600\n"
+    )
+    assert lab.exec("etcd1", "test -L /etc/etcd/pki/ca.crt", check=False).returncode == 1
+    assert cli.status()["healthy"]
+    lab.exec("etcd1", "rm -f /root/secret")
