@@ -109,7 +109,9 @@ def _folder_lines(path: str) -> str:
     q = shlex.quote
     d, m = q(path), q(f"{path}/{MARKER_NAME}")
     return (
-        f"echo {q(f'{MARK} folder {path}')}; if [ -d {d} ]; then echo exists; "
+        f"echo {q(f'{MARK} folder {path}')}; "
+        f'[ -L {d} ] && echo "link $(readlink {d} | head -c 300)"; '
+        f"if [ -d {d} ]; then echo exists; "
         f"mountpoint -q {d} && echo mount; "
         f'if [ -f {m} ] && [ ! -L {m} ]; then echo "marker $(head -c 200 {m} | tr "\\n" " ")"; '
         f"fi; ls -A1 {d} 2>/dev/null | head -n 50 | sed 's/^/entry /'; fi\n"
@@ -118,15 +120,18 @@ def _folder_lines(path: str) -> str:
 
 def parse_folder(lines: list[str]) -> DirFacts:
     """One `_folder_lines` section (pure)."""
+    links = [row[len("link ") :] for row in lines if row.startswith("link ")]
     if "exists" not in lines:
-        return DirFacts()
+        return DirFacts(link=links[0] if links else "")
     markers = [row[len("marker ") :] for row in lines if row.startswith("marker ")]
     entries = tuple(
         name
         for row in lines
         if row.startswith("entry ") and not ignored_entry(name := row[len("entry ") :])
     )
-    return DirFacts(True, markers[0] if markers else None, entries, "mount" in lines)
+    return DirFacts(
+        True, markers[0] if markers else None, entries, "mount" in lines, links[0] if links else ""
+    )
 
 
 _VERSION = re.compile(r"etcd Version:\s*(\S+)")

@@ -206,9 +206,12 @@ def aside_lines(folder: str, suffix: str) -> list[str]:
     ]
 
 
-def _remove_marked_lines(folder: str, marker: Marker, *, force: bool) -> list[str]:
+def _remove_marked_lines(
+    folder: str, marker: Marker, *, force: bool, also: list[str] | None = None
+) -> list[str]:
     """Empty `folder` and remove it, only when it carries this cluster's marker (or with
-    `force`); a mount point (or its lost+found) stays, emptied. Says what it did."""
+    `force`), and run `also` then; never through a symlink; a mount point stays, emptied
+    but for lost+found and what was moved aside in it. Says what it did."""
     d, m = q(folder), q(f"{folder}/{MARKER_NAME}")
     if marker.cluster_id:
         ours = f"[ ! -L {m} ] && grep -qxF {q(marker.render().strip())} {m} 2>/dev/null"
@@ -216,11 +219,15 @@ def _remove_marked_lines(folder: str, marker: Marker, *, force: bool) -> list[st
         prefix = f"etcd-deploy cluster={marker.cluster} id="
         ours = f"[ ! -L {m} ] && grep -q ^{q(prefix)} {m} 2>/dev/null"
     check = "true" if force else ours
+    keep = f"! -name lost+found ! -name {q(ASIDE_PREFIX + '*')}"
     return [
-        f"if [ ! -e {d} ]; then :; elif {check}; then",
+        f"if [ -L {d} ]; then echo {q(f'kept {folder}: it is a symlink')}",
+        f"elif [ ! -e {d} ]; then :",
+        f"elif {check}; then",
         f"  if mountpoint -q {d}; then",
-        f"    find {d} -mindepth 1 -maxdepth 1 ! -name lost+found -exec rm -rf {{}} +",
+        f"    find {d} -mindepth 1 -maxdepth 1 {keep} -exec rm -rf {{}} +",
         f"  else rm -rf {d}; fi",
+        *(f"  {line}" for line in also or []),
         f"  echo {q(f'removed {folder}')}",
         "else",
         f"  echo {q(f'kept {folder}: it carries no marker of this cluster')}",
@@ -252,10 +259,17 @@ def teardown_script(inv: Inventory, *, wipe_data: bool, marker: Marker, force: b
     ]
     if wipe_data:
         lines += [
-            *_remove_marked_lines(c.data_dir, marker, force=force),
-            f"rm -rf {HOST_BACKUP_DIR}",
-            f"if [ ! -e {q(c.data_dir)} ]; then userdel etcd >/dev/null 2>&1; "
-            "groupdel etcd >/dev/null 2>&1; fi; true",
+            # The scheduled backups go with the data they are of, and so does its user.
+            *_remove_marked_lines(
+                c.data_dir,
+                marker,
+                force=force,
+                also=[
+                    f"rm -rf {HOST_BACKUP_DIR}",
+                    "userdel etcd >/dev/null 2>&1 || true",
+                    "groupdel etcd >/dev/null 2>&1 || true",
+                ],
+            ),
         ]
     return "\n".join([*lines, remove_script()])
 

@@ -59,6 +59,7 @@ class DirFacts:
     marker: str | None = None  # the marker file's text; None when there is none
     entries: tuple[str, ...] = ()  # names in it, lost+found and the marker left out
     mount_point: bool = False
+    link: str = ""  # where the folder points when it is a symlink ("" when it is not)
 
     @property
     def empty(self) -> bool:
@@ -67,7 +68,8 @@ class DirFacts:
 
 @dataclass(frozen=True)
 class Ownership:
-    """The verdict on one folder: `ours`, `adoptable`, `foreign` or `unknown`, and why."""
+    """The verdict on one folder: `ours`, `adoptable`, `foreign` (another cluster's
+    marker), `unknown` (somebody's files) or `link` (a symlink: never followed), and why."""
 
     state: str
     reason: str = ""
@@ -95,6 +97,12 @@ def judge(
 ) -> Ownership:
     """May this run write into / remove `folder`? `data_is_ours`: the caller proved that the
     etcd data in it belongs to this cluster (a member of it, or named by our etcd.env)."""
+    if facts.link:
+        return Ownership(
+            "link",
+            f"{folder} ({rule.key}) is a symlink to {facts.link}: set {rule.key} to the "
+            "folder itself",
+        )
     if not facts.exists:
         return Ownership("adoptable", "does not exist yet")
     if facts.marker is not None:
@@ -134,18 +142,28 @@ class HostIdentity:
     ca: str  # "ours", "foreign", "none" (no CA file), "unknown" (no local CA to compare)
     data: Ownership
     config: Ownership
+    links: tuple[str, ...] = ()  # files read for this verdict that are symlinks
 
 
 def identity_problems(cluster: str, host_name: str, peer_url: str, who: HostIdentity) -> list[str]:
     """Why this host may hold something that is not this inventory's member (empty: it is
-    ours or holds nothing). Read before anything is stopped or removed."""
-    problems = [o.reason for o in (who.data, who.config) if o.state == "foreign"]
+    ours, or holds nothing). Read before anything is stopped, moved or removed: an etcd
+    that nothing on the host proves to be this cluster's (our marker on its data, or a CA
+    of this state dir) is somebody else's."""
+    # An unmarked data dir is only kept by a teardown; a config dir is emptied by name.
+    problems = [o.reason for o in (who.data, who.config) if o.state in ("foreign", "link")]
+    if who.config.state == "unknown":
+        problems.append(who.config.reason)
+    problems += [f"{path} is a symlink" for path in who.links]
     if who.ca == "foreign" and who.holds_cluster:
         problems.append("its etcd trusts another CA than this state dir's")
-    elif who.ca == "unknown" and who.holds_cluster:
-        problems.append("this state dir has no CA to compare with the one the host trusts")
+    elif who.holds_cluster and who.data.state != "ours" and who.ca != "ours":
+        problems.append(
+            "it holds etcd (data or a running etcd) that nothing proves to be this cluster's "
+            "(no marker of it on the data dir, no CA of this state dir)"
+        )
     token = who.env.get("ETCD_INITIAL_CLUSTER_TOKEN")
-    if token is not None and not token.startswith(f"{cluster}-"):
+    if token is not None and not re.fullmatch(rf"{re.escape(cluster)}-[0-9a-f]{{12}}", token):
         problems.append(f"its etcd.env names cluster token {token!r}, not one of {cluster!r}")
     name = who.env.get("ETCD_NAME")
     if name is not None and name != host_name:

@@ -97,7 +97,7 @@ _SYSTEM_TREES = frozenset(
     {
         *("/etc", "/home", "/root", "/usr", "/boot", "/proc", "/sys", "/dev", "/run"),
         *("/tmp", "/var/tmp", "/bin", "/sbin", "/var/log", "/var/cache", "/var/spool"),
-        *("/var/mail", "/lost+found"),
+        *("/var/mail", "/lost+found", "/var/backups"),
     }
 )
 # Folders that are system folders themselves, whose children may be ours (mount points...).

@@ -32,19 +32,26 @@ def run_destroy(ctx: RunContext, *, purge_state: bool, force: bool = False) -> N
     )  # the run locks go with the rest of etcd-deploy's files
     script = teardown_script(ctx.inv, wipe_data=True, marker=ctx.marker(create=False), force=force)
 
-    def one(conn: HostConnection) -> None:
+    def one(conn: HostConnection) -> bool:
         said = conn.run(script).stdout.strip().splitlines()
         kept = [line for line in said if line.startswith("kept ")]
         for line in kept:
             ctx.ui.warn(f"destroy {conn.name}", line + "; remove it by hand if it is ours")
         what = "unit, files, data and user removed" if not kept else "unit and files removed"
         ctx.ui.info(f"destroy {conn.name}", f"etcd stopped; {what}")
+        return bool(kept)
 
     results = ctx.pool.map(one, names)
     raise_for_failures(ctx, "destroy", results)
     state = ctx.inv.cluster.state_dir
-    if purge_state:
-        left = purge_state_dir(state)
+    if purge_state and any(r.value for r in results.values()):
+        ctx.ui.warn(
+            "destroy",
+            f"local state kept in {state}: its CA and cluster-id are what proves whose the "
+            "data dirs kept on the hosts are; remove them first, then destroy --purge-state",
+        )
+    elif purge_state:
+        left = purge_state_dir(state, ctx.inv.cluster.name)
         if left:
             ctx.ui.warn(
                 "destroy",

@@ -45,6 +45,7 @@ def host_identity(ctx: RunContext, name: str, facts: HostFacts) -> HostIdentity:
             c.data_dir, facts.folders.get(c.data_dir, empty), DATA_RULE, marker, data_is_ours=True
         ),
         config=judge(c.config_dir, facts.folders.get(c.config_dir, empty), CONFIG_RULE, marker),
+        links=tuple(sorted(facts.links)),
     )
 
 

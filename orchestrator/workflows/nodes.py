@@ -67,8 +67,9 @@ def remove_node(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> int:
         ctx,
         "remove-node",
         [h.name for h in inv.hosts],
-        force=force,
-        forced="--force removes it anyway",
+        force=False,  # --force is about quorum (2 -> 1), never about whose host it is
+        forced="Check the inventory; to remove that host's etcd anyway: etcd-deploy destroy "
+        "--force with an inventory of that host alone.",
         phase=phase,
         judged=[name],
         tolerate_unreachable=True,
@@ -88,7 +89,7 @@ def remove_node(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> int:
                     f"its name or peer URL {inv.peer_url(host)}; is the inventory stale? "
                     "nothing was changed"
                 )
-            ctx.ui.info(phase, f"{name} is not a member of the cluster and runs no etcd")
+            ctx.ui.info(phase, f"{name} is not a member of the cluster")
         else:
             if not member.is_learner:
                 verdict = check_remove(
@@ -108,7 +109,10 @@ def remove_node(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> int:
             remove(client, member.id)
             wait_removed(client, member.id, remaining)
             ctx.ui.info(phase, f"member {member.id:x} removed; the cluster has a leader")
-        cleaned = _clean_host(ctx, name, wipe=wipe, force=force)
+        if name in facts:
+            cleaned = _clean_host(ctx, name, wipe=wipe)
+        else:  # never read, never locked: nothing on it is touched
+            ctx.ui.warn(phase, f"{name} is unreachable: its files were left in place")
     finally:
         release_locks(ctx, owner, [n for n in locked if not (cleaned and n == name)])
     remove_host_from_file(inv.path, name)
@@ -116,11 +120,11 @@ def remove_node(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> int:
     return 0
 
 
-def _clean_host(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> bool:
+def _clean_host(ctx: RunContext, name: str, *, wipe: bool) -> bool:
     """Stop etcd on the removed host and remove its files; the teardown drops the lock.
     False when the host could not be cleaned (its files are left in place)."""
     phase = f"remove {name}"
-    script = teardown_script(ctx.inv, wipe_data=wipe, marker=ctx.marker(create=False), force=force)
+    script = teardown_script(ctx.inv, wipe_data=wipe, marker=ctx.marker(create=False))
     try:
         said = ctx.conn(name).run(script).stdout
     except EtcdDeployError as exc:

@@ -154,13 +154,11 @@ class Installs:
             self.pending.results()  # no host is still being written when the error is told
 
 
-def install_hosts(
-    ctx: RunContext, obs: Observed, plans: dict[str, HostPlan], first: Collection[str] = ()
-) -> Installs:
-    """Start, per host in parallel: user and dirs, binaries, files (a joiner's env waits
-    for its join). The release is fetched and verified first, before any host changes.
-    The hosts in `first` (the one a new cluster starts on) install alone, without sharing
-    bandwidth and CPU: the others follow as soon as they are done."""
+def fetch_releases(
+    ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]
+) -> dict[str, Release]:
+    """The release for every architecture the plans install, fetched and verified: done
+    before any host changes (a dead mirror or a bad checksum changes nothing)."""
     inv = ctx.inv
     releases: dict[str, Release] = {}
     for arch in sorted({arch_for(obs.facts[n].arch) for n, p in plans.items() if p.install}):
@@ -180,6 +178,21 @@ def install_hosts(
             f"etcd {inv.cluster.etcd_version} linux-{arch} verified "
             f"(sha256 {releases[arch].sha256[:16]}...)",
         )
+    return releases
+
+
+def install_hosts(
+    ctx: RunContext,
+    obs: Observed,
+    plans: dict[str, HostPlan],
+    releases: dict[str, Release],
+    first: Collection[str] = (),
+) -> Installs:
+    """Start, per host in parallel: user and dirs, binaries (from `releases`, see
+    `fetch_releases`), files (a joiner's env waits for its join). The hosts in `first` (the
+    one a new cluster starts on) install alone, without sharing bandwidth and CPU: the
+    others follow as soon as they are done."""
+    inv = ctx.inv
 
     def one(conn: HostConnection) -> None:
         plan = plans[conn.name]

@@ -29,6 +29,7 @@ from orchestrator.workflows.phases import (
     START_TIMEOUT,
     Observed,
     desired_for,
+    fetch_releases,
     install_hosts,
     issue_certs,
     member_env,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from orchestrator.transport import HostConnection
 
 q = shlex.quote
+RESTORE_TIMEOUT = 3600.0  # the upload of a large snapshot, then etcd's own restore
 
 
 def restore_command(
@@ -107,18 +109,24 @@ def restore_script(
         [
             "set -e",
             "umask 077",
+            "trap '' PIPE",  # a connection lost from here on must not kill it half-way
             f"trap 'rm -f {snap}' EXIT",
             f"cat > {snap}",
             f"printf '%s  %s\\n' {sha256} {snap} | sha256sum -c --quiet --strict -",
-            f"rm -rf {q(stage)}",  # a restore cut short by an earlier run: ours, by its name
+            # What restores cut short left: ours, by their names.
+            f"rm -rf {data}.etcd-deploy-restore-* {data}/{RESTORE_PREFIX}*",
             restore_command(ctx, host, snap, token, bump_revision, mark_compacted, stage),
             "systemctl stop etcd.service 2>/dev/null || true",
+            "aside=$(",
             *aside_lines(c.data_dir, f"before-restore-{stamp}"),
+            ")",
             f"if [ -d {data} ]; then mv -T {q(stage)}/member {data}/member; rm -rf {q(stage)}; "
             f"else mv -T {q(stage)} {data}; fi",
-            f"chown -R etcd:etcd {data}",
+            f"chown -R etcd:etcd {data}/member",  # not what was moved aside inside it
+            f"chown etcd:etcd {data}",
             f"chmod 0700 {data}",
             *marker_lines(c.data_dir, ctx.marker()),
+            'echo "$aside"',
         ]
     )
 
@@ -206,7 +214,7 @@ def run_restore(
             )
             for n in names
         }
-        install_hosts(ctx, obs, plans).finish()
+        install_hosts(ctx, obs, plans, fetch_releases(ctx, obs, plans)).finish()
         if bump_revision or mark_compacted:
             _check_restore_flags(ctx, names[0])
         data = snapshot.read_bytes()
@@ -225,6 +233,7 @@ def run_restore(
                     mount_point=facts[conn.name].folders.get(data_dir, DirFacts()).mount_point,
                 ),
                 stdin=data,
+                timeout=RESTORE_TIMEOUT,
             ).stdout.split()
             moved = said[-1] if said else "none"
             ctx.ui.info(f"restore {conn.name}", f"member restored (old data, if any: {moved})")

@@ -42,6 +42,7 @@ from orchestrator.workflows.phases import (
     Observed,
     check_ca,
     desired_for,
+    fetch_releases,
     foreign_ca_hosts,
     install_hosts,
     issue_certs,
@@ -280,6 +281,7 @@ def run_up(
             print_plan(ctx, plans)
             pending = any(p.changes for p in plans.values()) or bool(stale or foreign)
             return EXIT_CHANGES_PENDING if pending or config_aside else 0
+        releases = fetch_releases(ctx, obs, plans)  # before the first change on a host
         for name in config_aside:
             _move_config_aside(ctx, inv.host(name))
         for name in foreign:
@@ -287,7 +289,7 @@ def run_up(
         # A learner-mode bootstrap waits for its one founder: that host installs first.
         founders = [n for n, p in plans.items() if p.membership == "bootstrap"]
         first = founders if len(founders) == 1 else ()
-        with install_hosts(ctx, obs, plans, first) as installs:
+        with install_hosts(ctx, obs, plans, releases, first) as installs:
             _converge_membership(ctx, obs, plans, stale, installs, force=force)
         _rolling_restart(ctx, obs, plans)
         for plan in plans.values():

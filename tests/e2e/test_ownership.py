@@ -109,14 +109,17 @@ def test_remove_node_with_a_stale_address_never_wipes_a_live_voter(make_cli, lab
             f'address = "{HOSTS["etcd2"]}"\netcd_address = "172.29.50.99"\n',
         )
     )
-    refused = cli("remove-node", "etcd2", "--wipe")
-    assert refused.returncode == 5, refused.stderr
-    assert "its member advertises https://172.29.50.12:2380" in refused.stderr
-    # --force passes the host check; the member is still matched by name and peer URL.
-    forced = cli("remove-node", "etcd2", "--wipe", "--force")
-    assert forced.returncode == 5, forced.stderr
-    assert "member etcd2" in forced.stderr and "was etcd_address or peer_port edited?" in (
-        forced.stderr
+    for force in ([], ["--force"]):  # --force is about quorum, never about whose host
+        refused = cli("remove-node", "etcd2", "--wipe", *force)
+        assert refused.returncode == 5, refused.stderr
+        assert "its member advertises https://172.29.50.12:2380" in refused.stderr
+    # The host check passed (etcd.env says what the inventory says), the member is still
+    # matched by name and peer URL.
+    lab.exec("etcd2", "sed -i 's/172.29.50.12:2380/172.29.50.99:2380/' /etc/etcd/etcd.env")
+    mismatch = cli("remove-node", "etcd2", "--wipe")
+    assert mismatch.returncode == 5, mismatch.stderr
+    assert "member etcd2" in mismatch.stderr and "was etcd_address or peer_port edited?" in (
+        mismatch.stderr
     )
     assert lab.exec("etcd2", "systemctl is-active etcd").stdout.strip() == "active"
     assert lab.exec("etcd2", "ls /var/lib/etcd/member/snap/db").returncode == 0
@@ -194,18 +197,20 @@ def test_a_data_dir_that_is_a_mount_point(make_cli, lab: Lab) -> None:
     assert restored.returncode == 0, restored.stderr
     assert cli.status()["healthy"]
     assert len(read_prefix(endpoint, pki, "/keys/")) == 50
+    aside_of: dict[str, str] = {}
     for name in three:
         entries = lab.exec(name, "mountpoint -q /var/lib/etcd && ls -A /var/lib/etcd").stdout
         names = entries.split()
         assert {"lost+found", "member", ".etcd-deploy"} <= set(names), (name, names)
         aside = [n for n in names if n.startswith(".etcd-deploy-aside-before-restore-")]
         assert len(aside) == 1, names  # the old data, moved aside inside the mount
+        aside_of[name] = aside[0]
         assert lab.exec(name, f"ls /var/lib/etcd/{aside[0]}/member/snap/db").returncode == 0
     assert cli("plan").returncode == 0  # the restored cluster is what up would build
     assert cli("destroy", "--yes").returncode == 0
-    for name in three:
+    for name in three:  # emptied; what restore moved aside stays, as on any other disk
         left = lab.exec(name, "mountpoint -q /var/lib/etcd && ls -A /var/lib/etcd").stdout
-        assert left.split() == ["lost+found"], (name, left)
+        assert sorted(left.split()) == sorted([aside_of[name], "lost+found"]), (name, left)
 
 
 def test_a_symlinked_host_file_is_never_read_nor_written_through(make_cli, lab: Lab) -> None:

@@ -103,6 +103,7 @@ def who(**kw: object) -> HostIdentity:
 
 
 PEER = "https://10.0.0.2:2380"
+TOKEN = "demo-0123456789ab"
 
 
 @pytest.mark.parametrize(
@@ -112,14 +113,21 @@ PEER = "https://10.0.0.2:2380"
         (who(ca="none", holds_cluster=False), None),
         (who(ca="foreign"), "trusts another CA"),
         (who(ca="foreign", holds_cluster=False), None),
-        (who(ca="unknown"), "no CA to compare"),
+        (who(ca="unknown"), None),  # our marker on its data proves it
+        (who(ca="unknown", data=Ownership("unknown", "x")), "nothing proves"),
+        (who(ca="none", data=Ownership("adoptable")), "nothing proves"),  # another tool's etcd
+        (who(ca="none", data=Ownership("adoptable"), holds_cluster=False), None),
+        (who(data=Ownership("unknown", "x")), None),  # a CA of ours proves it; data kept
         (who(env={"ETCD_INITIAL_CLUSTER_TOKEN": "prod-abc"}), "token 'prod-abc'"),
-        (who(env={"ETCD_INITIAL_CLUSTER_TOKEN": "demo-abc", "ETCD_NAME": "etcd2"}), None),
+        (who(env={"ETCD_INITIAL_CLUSTER_TOKEN": "demo-eu-0123456789ab"}), "token"),
+        (who(env={"ETCD_INITIAL_CLUSTER_TOKEN": TOKEN, "ETCD_NAME": "etcd2"}), None),
+        (who(config=Ownership("unknown", "/etc/etcd holds sshd_config")), "sshd_config"),
+        (who(data=Ownership("link", "/var/lib/etcd is a symlink")), "symlink"),
+        (who(links=("/etc/etcd/etcd.env",)), "/etc/etcd/etcd.env is a symlink"),
         (who(env={"ETCD_NAME": "etcd9"}), "names member 'etcd9'"),
         (who(env={"ETCD_INITIAL_ADVERTISE_PEER_URLS": "https://10.0.0.9:2380"}), "advertises"),
         (who(env={"ETCD_INITIAL_ADVERTISE_PEER_URLS": PEER}), None),
         (who(data=Ownership("foreign", "/var/lib/etcd belongs to cluster 'b'")), "cluster 'b'"),
-        (who(data=Ownership("unknown", "not empty")), None),  # kept by teardown, not refused
     ],
 )
 def test_identity_problems(identity: HostIdentity, problem: str | None) -> None:
@@ -201,12 +209,54 @@ def test_aside_renames_a_folder_that_is_not_a_mount_point(tmp_path: Path) -> Non
 def test_purge_state_keeps_what_is_not_ours(tmp_path: Path) -> None:
     (tmp_path / "pki").mkdir()
     (tmp_path / "pki" / "ca.key").write_text("k")
-    (tmp_path / "backups").mkdir()
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for name in ("demo-20261203T101010.123Z.db", "demo-20261203T101011Z.db.part"):
+        (backups / name).write_text("ours")
+    (backups / "prod-20261203T101010.123Z.db").write_text("another cluster's")
     (tmp_path / "cluster-id").write_text("1")
     (tmp_path / "inventory.toml").write_text("x")
     (tmp_path / "other-ca.key").write_text("y")
-    assert purge_state_dir(tmp_path) == ["inventory.toml", "other-ca.key"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.toml", "other-ca.key"]
+    assert purge_state_dir(tmp_path, "demo") == [
+        "backups/prod-20261203T101010.123Z.db",
+        "inventory.toml",
+        "other-ca.key",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "backups",
+        "inventory.toml",
+        "other-ca.key",
+    ]
     only_ours = tmp_path / "state"
     (only_ours / "pki").mkdir(parents=True)
-    assert purge_state_dir(only_ours) == [] and not only_ours.exists()
+    (only_ours / "backups").mkdir()
+    assert purge_state_dir(only_ours, "demo") == [] and not only_ours.exists()
+
+
+def test_teardown_never_follows_a_symlinked_folder(tmp_path: Path) -> None:
+    target = tmp_path / "disk"
+    (target / "member").mkdir(parents=True)
+    (target / ".etcd-deploy").write_text(OURS.render())
+    link = tmp_path / "data"
+    link.symlink_to(target)
+    for force in (False, True):
+        said = run(_remove_marked_lines(str(link), OURS, force=force, also=["echo also"]))
+        assert said == f"kept {link}: it is a symlink\n"
+    assert (target / "member").is_dir() and link.is_symlink()
+
+
+def test_teardown_runs_its_extra_lines_only_when_it_removed_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    assert "also" not in run(
+        _remove_marked_lines(str(folder), OURS, force=False, also=["echo also"])
+    )
+    (folder / ".etcd-deploy").write_text(OURS.render())
+    assert "also" in run(_remove_marked_lines(str(folder), OURS, force=False, also=["echo also"]))
+
+
+def test_a_symlinked_folder_is_never_ours() -> None:
+    verdict = judge("/var/lib/etcd", DirFacts(True, OURS.render(), link="/data/etcd"), DATA, OURS)
+    assert verdict.state == "link" and "set cluster.data_dir to the folder itself" in verdict.reason
+    assert not verdict.may_write and not verdict.may_remove
+    assert parse_folder(["link /data/etcd", "exists"]).link == "/data/etcd"
