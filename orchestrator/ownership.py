@@ -89,14 +89,18 @@ class FolderRule:
 
     key: str  # the inventory key naming the folder, for messages
     known_entries: frozenset[str] = field(default_factory=frozenset)
-    etcd_data: bool = False  # `member/` (etcd's data) may be adopted when proven ours
 
 
 def judge(
-    folder: str, facts: DirFacts, rule: FolderRule, ours: Marker, *, data_is_ours: bool = False
+    folder: str,
+    facts: DirFacts,
+    rule: FolderRule,
+    ours: Marker,
+    *,
+    proven: frozenset[str] = frozenset(),
 ) -> Ownership:
-    """May this run write into / remove `folder`? `data_is_ours`: the caller proved that the
-    etcd data in it belongs to this cluster (a member of it, or named by our etcd.env)."""
+    """May this run write into / remove `folder`? `proven`: entries the caller proved to be
+    this cluster's (etcd data of one of its members, an etcd.env of ours)."""
     if facts.link:
         return Ownership(
             "link",
@@ -120,10 +124,7 @@ def judge(
         return Ownership("ours", "marked as this cluster's")
     if facts.empty:
         return Ownership("adoptable", "empty")
-    entries = set(facts.entries)
-    if rule.etcd_data and "member" in entries and data_is_ours:
-        entries.discard("member")
-    unknown = sorted(entries - rule.known_entries)
+    unknown = sorted(set(facts.entries) - rule.known_entries - proven)
     if not unknown:
         return Ownership("adoptable", "holds only what etcd-deploy writes")
     shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
@@ -131,6 +132,17 @@ def judge(
         "unknown",
         f"{folder} ({rule.key}) is not empty and carries no etcd-deploy marker (it holds {shown})",
     )
+
+
+def is_our_token(cluster: str, token: str) -> bool:
+    """etcd-deploy's cluster tokens: `<cluster>-<12 hex>` (made by `up` and `restore`)."""
+    return re.fullmatch(rf"{re.escape(cluster)}-[0-9a-f]{{12}}", token) is not None
+
+
+def env_is_ours(cluster: str, host_name: str, env: dict[str, str]) -> bool:
+    """An etcd.env that this cluster's etcd-deploy wrote for this host."""
+    token = env.get("ETCD_INITIAL_CLUSTER_TOKEN", "")
+    return env.get("ETCD_NAME") == host_name and is_our_token(cluster, token)
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,7 @@ def identity_problems(cluster: str, host_name: str, peer_url: str, who: HostIden
             "(no marker of it on the data dir, no CA of this state dir)"
         )
     token = who.env.get("ETCD_INITIAL_CLUSTER_TOKEN")
-    if token is not None and not re.fullmatch(rf"{re.escape(cluster)}-[0-9a-f]{{12}}", token):
+    if token is not None and not is_our_token(cluster, token):
         problems.append(f"its etcd.env names cluster token {token!r}, not one of {cluster!r}")
     name = who.env.get("ETCD_NAME")
     if name is not None and name != host_name:

@@ -14,8 +14,11 @@ from orchestrator.plan import CONFIG_FILES, DesiredFile, ca_file, env_file
 from orchestrator.render import env_values, pki_paths
 from orchestrator.workflows.hosts import gather_facts, release_locks
 
-DATA_RULE = FolderRule("cluster.data_dir", etcd_data=True)
-CONFIG_RULE = FolderRule("cluster.config_dir", frozenset({*CONFIG_FILES, "pki"}))
+DATA_RULE = FolderRule("cluster.data_dir")
+# etcd.env is another tool's as often as ours (etcdadm's layout): proven by its content.
+CONFIG_RULE = FolderRule("cluster.config_dir", frozenset({*CONFIG_FILES, "pki"} - {"etcd.env"}))
+ETCD_DATA = frozenset({"member"})
+OUR_ENV = frozenset({"etcd.env"})
 
 
 def identity_files(ctx: RunContext, names: list[str]) -> dict[str, list[DesiredFile]]:
@@ -42,9 +45,15 @@ def host_identity(ctx: RunContext, name: str, facts: HostFacts) -> HostIdentity:
         env=env_values(facts.texts.get(f"{c.config_dir}/etcd.env", "")),
         ca=ca,
         data=judge(
-            c.data_dir, facts.folders.get(c.data_dir, empty), DATA_RULE, marker, data_is_ours=True
+            c.data_dir, facts.folders.get(c.data_dir, empty), DATA_RULE, marker, proven=ETCD_DATA
         ),
-        config=judge(c.config_dir, facts.folders.get(c.config_dir, empty), CONFIG_RULE, marker),
+        config=judge(
+            c.config_dir,
+            facts.folders.get(c.config_dir, empty),
+            CONFIG_RULE,
+            marker,
+            proven=OUR_ENV,
+        ),
         links=tuple(sorted(facts.links)),
     )
 

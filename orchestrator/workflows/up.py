@@ -27,13 +27,13 @@ from orchestrator.inventory import Host
 from orchestrator.lock import new_owner
 from orchestrator.membership import add_learner, promote, remove
 from orchestrator.operations import apply_files, aside_lines, marker_lines
-from orchestrator.ownership import DirFacts, Ownership, judge
+from orchestrator.ownership import DirFacts, Ownership, env_is_ours, judge
 from orchestrator.plan import HostPlan, env_file, plan_host
 from orchestrator.quorum import check_add, check_remove
 from orchestrator.render import env_values, pki_paths
 from orchestrator.rolling import roll
 from orchestrator.workflows.hosts import gather_facts, raise_for_failures, release_locks
-from orchestrator.workflows.identity import CONFIG_RULE, DATA_RULE
+from orchestrator.workflows.identity import CONFIG_RULE, DATA_RULE, OUR_ENV
 from orchestrator.workflows.phases import (
     ENABLE,
     START_NOW,
@@ -95,7 +95,10 @@ def _unowned_folders(
         verdict = judge(c.data_dir, f.folders.get(c.data_dir, DirFacts()), DATA_RULE, marker)
         if not f.has_data and not verdict.may_write:
             data[name] = verdict.reason
-        verdict = judge(c.config_dir, f.folders.get(c.config_dir, DirFacts()), CONFIG_RULE, marker)
+        env = env_values(f.texts.get(f"{c.config_dir}/etcd.env", ""))
+        proven = OUR_ENV if env_is_ours(c.name, name, env) else frozenset()
+        config_dir = f.folders.get(c.config_dir, DirFacts())
+        verdict = judge(c.config_dir, config_dir, CONFIG_RULE, marker, proven=proven)
         if not verdict.may_write:
             config[name] = verdict
     return data, config

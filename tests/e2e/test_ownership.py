@@ -234,3 +234,25 @@ def test_a_symlinked_host_file_is_never_read_nor_written_through(make_cli, lab: 
     assert lab.exec("etcd1", "test -L /etc/etcd/pki/ca.crt", check=False).returncode == 1
     assert cli.status()["healthy"]
     lab.exec("etcd1", "rm -f /root/secret")
+
+
+def test_another_tools_config_dir_is_never_taken_over(make_cli, lab: Lab) -> None:
+    """An etcdadm-style /etc/etcd (etcd.env of another cluster, pki/) on etcd3 and no data:
+    `up` refuses, even with --force, and the folder stays as it was."""
+    cli = make_cli(3)
+    lab.exec(
+        "etcd3",
+        "mkdir -p /etc/etcd/pki && echo secret > /etc/etcd/pki/ca.key && "
+        "printf 'ETCD_NAME=etcd3\\nETCD_INITIAL_CLUSTER_TOKEN=etcd-cluster-1\\n' "
+        "> /etc/etcd/etcd.env",
+    )
+    before = folder_state(lab, "etcd3", "/etc/etcd")
+    for force in ([], ["--force"]):
+        refused = cli("up", *force)
+        assert refused.returncode == 5, refused.stderr
+        assert "/etc/etcd (cluster.config_dir) is not empty and carries no etcd-deploy marker" in (
+            refused.stderr
+        )
+        assert "never takes over another tool's config dir" in refused.stderr
+    assert folder_state(lab, "etcd3", "/etc/etcd") == before
+    assert lab.exec("etcd1", "ls /opt/bin/etcd", check=False).returncode != 0

@@ -18,6 +18,7 @@ from orchestrator.ownership import (
     HostIdentity,
     Marker,
     Ownership,
+    env_is_ours,
     identity_problems,
     judge,
     parse_marker,
@@ -25,8 +26,11 @@ from orchestrator.ownership import (
 from orchestrator.state_dir import purge_state_dir
 
 OURS = Marker("demo", "00c0ffee00c0ffee")
-DATA = FolderRule("cluster.data_dir", etcd_data=True)
-CONFIG = FolderRule("cluster.config_dir", frozenset({"etcd.env", "etcdctl.env", "pki"}))
+DATA = FolderRule("cluster.data_dir")
+CONFIG = FolderRule("cluster.config_dir", frozenset({"etcdctl.env", "pki"}))
+NONE: frozenset[str] = frozenset()
+MEMBER = frozenset({"member"})
+ENV = frozenset({"etcd.env"})
 
 
 def test_marker_round_trip_and_garbage() -> None:
@@ -36,27 +40,29 @@ def test_marker_round_trip_and_garbage() -> None:
 
 
 @pytest.mark.parametrize(
-    ("facts", "rule", "data_is_ours", "state", "reason"),
+    ("facts", "rule", "proven", "state", "reason"),
     [
-        (DirFacts(), DATA, False, "adoptable", "does not exist yet"),
-        (DirFacts(True), DATA, False, "adoptable", "empty"),
-        (DirFacts(True, OURS.render()), DATA, False, "ours", "marked"),
-        (DirFacts(True, OURS.render(), ("member",)), DATA, False, "ours", "marked"),
-        (DirFacts(True, Marker("prod", "1").render()), DATA, False, "foreign", "'prod'"),
-        (DirFacts(True, Marker("demo", "1").render()), DATA, False, "foreign", "id 1"),
-        (DirFacts(True, "junk"), DATA, False, "unknown", "not a marker"),
-        (DirFacts(True, None, ("notes",)), DATA, False, "unknown", "holds notes"),
-        (DirFacts(True, None, ("member",)), DATA, True, "adoptable", "only what"),
-        (DirFacts(True, None, ("member",)), DATA, False, "unknown", "holds member"),
-        (DirFacts(True, None, ("etcd.env", "pki")), CONFIG, False, "adoptable", "only what"),
-        (DirFacts(True, None, ("sshd_config",)), CONFIG, False, "unknown", "sshd_config"),
-        (DirFacts(True, None, (), True), DATA, False, "adoptable", "empty"),  # a mount point
+        (DirFacts(), DATA, NONE, "adoptable", "does not exist yet"),
+        (DirFacts(True), DATA, NONE, "adoptable", "empty"),
+        (DirFacts(True, OURS.render()), DATA, NONE, "ours", "marked"),
+        (DirFacts(True, OURS.render(), ("member",)), DATA, NONE, "ours", "marked"),
+        (DirFacts(True, Marker("prod", "1").render()), DATA, NONE, "foreign", "'prod'"),
+        (DirFacts(True, Marker("demo", "1").render()), DATA, NONE, "foreign", "id 1"),
+        (DirFacts(True, "junk"), DATA, NONE, "unknown", "not a marker"),
+        (DirFacts(True, None, ("notes",)), DATA, NONE, "unknown", "holds notes"),
+        (DirFacts(True, None, ("member",)), DATA, MEMBER, "adoptable", "only what"),
+        (DirFacts(True, None, ("member",)), DATA, NONE, "unknown", "holds member"),
+        (DirFacts(True, None, ("etcd.env", "pki")), CONFIG, ENV, "adoptable", "only what"),
+        (DirFacts(True, None, ("etcd.env", "pki")), CONFIG, NONE, "unknown", "holds etcd.env"),
+        (DirFacts(True, None, ("etcdctl.env", "pki")), CONFIG, NONE, "adoptable", "only what"),
+        (DirFacts(True, None, ("sshd_config",)), CONFIG, NONE, "unknown", "sshd_config"),
+        (DirFacts(True, None, (), True), DATA, NONE, "adoptable", "empty"),  # a mount point
     ],
 )
 def test_judge(
-    facts: DirFacts, rule: FolderRule, data_is_ours: bool, state: str, reason: str
+    facts: DirFacts, rule: FolderRule, proven: frozenset[str], state: str, reason: str
 ) -> None:
-    verdict = judge("/x", facts, rule, OURS, data_is_ours=data_is_ours)
+    verdict = judge("/x", facts, rule, OURS, proven=proven)
     assert verdict.state == state
     assert reason in verdict.reason
 
@@ -260,3 +266,11 @@ def test_a_symlinked_folder_is_never_ours() -> None:
     assert verdict.state == "link" and "set cluster.data_dir to the folder itself" in verdict.reason
     assert not verdict.may_write and not verdict.may_remove
     assert parse_folder(["link /data/etcd", "exists"]).link == "/data/etcd"
+
+
+def test_an_env_is_ours_by_its_member_name_and_token() -> None:
+    env = {"ETCD_NAME": "etcd2", "ETCD_INITIAL_CLUSTER_TOKEN": TOKEN}
+    assert env_is_ours("demo", "etcd2", env)
+    assert not env_is_ours("demo", "etcd3", env)
+    assert not env_is_ours("demo", "etcd2", env | {"ETCD_INITIAL_CLUSTER_TOKEN": "etcd-cluster"})
+    assert not env_is_ours("demo", "etcd2", {})
