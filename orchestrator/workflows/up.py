@@ -82,19 +82,19 @@ def _foreign_data(ctx: RunContext, obs: Observed, scope: list[str]) -> list[str]
 
 def _unowned_folders(
     ctx: RunContext, obs: Observed, scope: list[str]
-) -> tuple[dict[str, str], dict[str, Ownership]]:
+) -> tuple[dict[str, Ownership], dict[str, Ownership]]:
     """Folders `up` would re-own or write into that are neither ours nor empty: data dirs
-    (host -> why; a data dir holding etcd data is judged by `_safety` and `_foreign_data`)
-    and config dirs (host -> verdict)."""
+    (a data dir holding etcd data is judged by `_safety` and `_foreign_data`) and config
+    dirs, each host -> verdict."""
     c = ctx.inv.cluster
     marker = ctx.marker()
-    data: dict[str, str] = {}
+    data: dict[str, Ownership] = {}
     config: dict[str, Ownership] = {}
     for name in scope:
         f = obs.facts[name]
         verdict = judge(c.data_dir, f.folders.get(c.data_dir, DirFacts()), DATA_RULE, marker)
         if not f.has_data and not verdict.may_write:
-            data[name] = verdict.reason
+            data[name] = verdict
         env = env_values(f.texts.get(f"{c.config_dir}/etcd.env", ""))
         proven = OUR_ENV if env_is_ours(c.name, name, env) else frozenset()
         config_dir = f.folders.get(c.config_dir, DirFacts())
@@ -105,10 +105,14 @@ def _unowned_folders(
 
 
 def _refuse_unowned(
-    data: dict[str, str], config: dict[str, Ownership], *, force: bool
+    data: dict[str, Ownership], config: dict[str, Ownership], *, force: bool
 ) -> tuple[list[str], list[str]]:
     """Refuse folders that are not ours. With --force, return the hosts whose data dir and
-    whose config dir (another etcd-deploy cluster's: never another tool's) move aside."""
+    whose config dir (another etcd-deploy cluster's: never another tool's) move aside; a
+    symlinked folder is never followed, nor moved."""
+    links = [f"{n}: {v.reason}" for f in (data, config) for n, v in f.items() if v.state == "link"]
+    if links:
+        raise SafetyRefusal(f"{'; '.join(links)}; nothing was changed")
     others = {n: v.reason for n, v in config.items() if v.state != "foreign"}
     if others:
         raise SafetyRefusal(
@@ -116,7 +120,7 @@ def _refuse_unowned(
             "carry its marker, and never takes over another tool's config dir: choose "
             "another cluster.config_dir, or empty that folder by hand; nothing was changed"
         )
-    movable = {n: [r] for n, r in data.items()}
+    movable = {n: [v.reason] for n, v in data.items()}
     for name, verdict in config.items():
         movable.setdefault(name, []).append(verdict.reason)
     if movable and not force:

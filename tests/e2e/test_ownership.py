@@ -256,3 +256,29 @@ def test_another_tools_config_dir_is_never_taken_over(make_cli, lab: Lab) -> Non
         assert "never takes over another tool's config dir" in refused.stderr
     assert folder_state(lab, "etcd3", "/etc/etcd") == before
     assert lab.exec("etcd1", "ls /opt/bin/etcd", check=False).returncode != 0
+
+
+def test_a_symlinked_data_dir_is_refused_not_followed(make_cli, lab: Lab) -> None:
+    """/var/lib/etcd is a link to another folder on etcd1: `up` (even with --force) and
+    `destroy` name it and leave both the link and its target alone."""
+    lab.exec(
+        "etcd1",
+        "mkdir -p /srv/elsewhere && echo keep > /srv/elsewhere/f && "
+        "ln -s /srv/elsewhere /var/lib/etcd",
+    )
+    cli = make_cli(3)
+    try:
+        for force in ([], ["--force"]):
+            refused = cli("up", *force)
+            assert refused.returncode == 5, refused.stderr
+            assert "/var/lib/etcd (cluster.data_dir) is a symlink to /srv/elsewhere" in (
+                refused.stderr
+            )
+        destroyed = cli("destroy", "--yes")
+        assert destroyed.returncode == 5, destroyed.stderr  # the host check names it too
+        assert "is a symlink" in destroyed.stderr
+        assert lab.exec("etcd1", "readlink /var/lib/etcd; cat /srv/elsewhere/f").stdout == (
+            "/srv/elsewhere\nkeep\n"
+        )
+    finally:
+        lab.exec("etcd1", "rm -rf /srv/elsewhere /var/lib/etcd")
