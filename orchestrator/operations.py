@@ -4,8 +4,8 @@ Files travel as one tar stream per host on stdin (modes and owners inside the ar
 so secrets never appear on a command line and a phase costs one SSH round trip. Nothing
 is written in place: each file lands next to its target as `<path>.etcd-deploy-new`, all
 of them are checked against their sha256 and flushed to disk, and only then renamed over
-their targets, one after the other (a cert and its key switch together). A stream cut
-half-way leaves every old file as it was.
+their targets, one right after the other (a cert and its key within microseconds). A cut
+stream leaves every old file as it was.
 """
 
 from __future__ import annotations
@@ -56,12 +56,9 @@ def _prepare_lines(inv: Inventory) -> list[str]:
     return lines
 
 
-STAGED = STAGED_SUFFIX
-
-
 def staged_path(path: str) -> str:
     """Where a file lands before it is verified and renamed over `path`."""
-    return path + STAGED
+    return path + STAGED_SUFFIX
 
 
 def files_tar(files: Iterable[DesiredFile]) -> bytes:
@@ -252,7 +249,7 @@ def teardown_script(inv: Inventory, *, wipe_data: bool, marker: Marker, force: b
         f"rm -f {UNIT_PATH} {BACKUP_UNIT_PATH} {BACKUP_TIMER_PATH}",
         "systemctl daemon-reload",
         "systemctl reset-failed etcd.service >/dev/null 2>&1 || true",
-        f"rm -f {config} {q(c.config_dir)}/*{STAGED} {q(c.config_dir)}/pki/*{STAGED}",
+        f"rm -f {config} {q(c.config_dir)}/*{STAGED_SUFFIX} {q(c.config_dir)}/pki/*{STAGED_SUFFIX}",
         f"rmdir {q(c.config_dir)}/pki {q(c.config_dir)} 2>/dev/null || true",
         f"rm -f {binaries}",
         f"rmdir {q(c.install_dir)} 2>/dev/null || true",

@@ -182,8 +182,9 @@ def run_restore(
         "restore",
         names,
         force=False,
-        forced="If they are this cluster's, destroy them first (etcd-deploy destroy "
-        "--force) and restore with up --from-snapshot.",
+        forced="Check the inventory: restore replaces the data of every host it names. Only "
+        "when those hosts are known to be this cluster's: etcd-deploy destroy --force, then "
+        "up --from-snapshot.",
     )
     try:
         if fresh_only:

@@ -15,11 +15,11 @@ import pytest
 from orchestrator.inventory import Inventory
 from orchestrator.operations import (
     EXTRACT_FILES,
-    STAGED,
     files_tar,
     setup_script,
     write_files_script,
 )
+from orchestrator.ownership import STAGED_SUFFIX
 from orchestrator.plan import DesiredFile
 from orchestrator.release import Release, top_dir_name
 from tests.unit.helpers import make_inventory, wanted_files
@@ -95,7 +95,7 @@ def test_files_tar_entries(inv: Inventory) -> None:
     files = wanted_files(inv)
     with tarfile.open(fileobj=io.BytesIO(files_tar(files))) as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == [f.path.lstrip("/") + STAGED for f in files]
+        assert [m.name for m in members] == [f.path.lstrip("/") + STAGED_SUFFIX for f in files]
         for m, f in zip(members, files, strict=True):
             assert not m.name.startswith("/")
             assert m.isfile()
@@ -113,8 +113,8 @@ def test_files_tar_keeps_binary_content_and_empty_files() -> None:
     with tarfile.open(fileobj=io.BytesIO(files_tar(files))) as tar:
         contents = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
     assert contents == {
-        "etc/etcd/empty" + STAGED: b"",
-        "etc/etcd/blob" + STAGED: bytes(range(256)) * 3,
+        "etc/etcd/empty" + STAGED_SUFFIX: b"",
+        "etc/etcd/blob" + STAGED_SUFFIX: bytes(range(256)) * 3,
     }
 
 
@@ -147,7 +147,7 @@ def test_files_tar_extracts_with_modes(tmp_path: Path, inv: Inventory) -> None:
         assert path.read_bytes() == f.content
         st = path.stat()
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (f.mode, 0, 0), f.path
-        assert not Path(str(path) + STAGED).exists()
+        assert not Path(str(path) + STAGED_SUFFIX).exists()
 
 
 def cut_stream_leaves_old_files(tmp_path: Path, files: list[DesiredFile], keep: int) -> None:
