@@ -134,6 +134,17 @@ def judge(
     )
 
 
+def ca_trust(trusted: set[str], known: set[str]) -> str:
+    """Whose CA a host trusts, from the fingerprints in its CA file (`trusted`) and those of
+    every CA this state dir has held (`known`): "none" (no CA file), "unknown" (no local CA
+    to compare with), "ours" (they share a certificate; CA bundles count) or "foreign"."""
+    if not trusted:
+        return "none"
+    if not known:
+        return "unknown"
+    return "ours" if trusted & known else "foreign"
+
+
 def is_our_token(cluster: str, token: str) -> bool:
     """etcd-deploy's cluster tokens: `<cluster>-<12 hex>` (made by `up` and `restore`)."""
     return re.fullmatch(rf"{re.escape(cluster)}-[0-9a-f]{{12}}", token) is not None

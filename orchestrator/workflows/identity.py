@@ -8,7 +8,15 @@ from orchestrator.context import RunContext
 from orchestrator.errors import SafetyRefusal
 from orchestrator.facts import HostFacts
 from orchestrator.lock import LockOwner, new_owner
-from orchestrator.ownership import DirFacts, FolderRule, HostIdentity, identity_problems, judge
+from orchestrator.ownership import (
+    DirFacts,
+    FolderRule,
+    HostIdentity,
+    Marker,
+    ca_trust,
+    identity_problems,
+    judge,
+)
 from orchestrator.pki import pem_fingerprints
 from orchestrator.plan import CONFIG_FILES, DesiredFile, ca_file, env_file
 from orchestrator.render import env_values, pki_paths
@@ -27,23 +35,18 @@ def identity_files(ctx: RunContext, names: list[str]) -> dict[str, list[DesiredF
     return {name: wanted for name in names}
 
 
-def host_identity(ctx: RunContext, name: str, facts: HostFacts) -> HostIdentity:
-    inv = ctx.inv
-    c = inv.cluster
-    trusted = pem_fingerprints(facts.texts.get(pki_paths(inv)["ca.crt"], "").encode())
-    known = ctx.pki.known_ca_fingerprints() if ctx.pki.ca_cert_path.exists() else set()
-    if not trusted:
-        ca = "none"
-    elif not known:
-        ca = "unknown"
-    else:
-        ca = "ours" if trusted & known else "foreign"
-    marker = ctx.marker(create=False)
+def host_identity(
+    ctx: RunContext, facts: HostFacts, known_cas: set[str], marker: Marker
+) -> HostIdentity:
+    """What `facts` (read with `identity_files`) say about whose etcd the host holds.
+    `known_cas`: the fingerprints of this state dir's CAs (empty when it has none)."""
+    c = ctx.inv.cluster
+    trusted = pem_fingerprints(facts.texts.get(pki_paths(ctx.inv)["ca.crt"], "").encode())
     empty = DirFacts()
     return HostIdentity(
         holds_cluster=facts.holds_cluster,
         env=env_values(facts.texts.get(f"{c.config_dir}/etcd.env", "")),
-        ca=ca,
+        ca=ca_trust(trusted, known_cas),
         data=judge(
             c.data_dir, facts.folders.get(c.data_dir, empty), DATA_RULE, marker, proven=ETCD_DATA
         ),
@@ -63,12 +66,13 @@ def refuse_foreign_hosts(
 ) -> None:
     """SafetyRefusal naming every host that may not be ours and what was found there,
     unless `force` (`forced` says what --force does instead)."""
+    known = ctx.pki.known_ca_fingerprints() if ctx.pki.ca_cert_path.exists() else set()
+    marker = ctx.marker(create=False)
     found = {}
     for name, f in facts.items():
         host = ctx.inv.host(name)
-        problems = identity_problems(
-            ctx.inv.cluster.name, name, ctx.inv.peer_url(host), host_identity(ctx, name, f)
-        )
+        who = host_identity(ctx, f, known, marker)
+        problems = identity_problems(ctx.inv.cluster.name, name, ctx.inv.peer_url(host), who)
         if problems:
             found[name] = problems
     if not found:

@@ -13,6 +13,7 @@ from orchestrator.etcd_api import EtcdApiError, Member
 from orchestrator.facts import HostFacts
 from orchestrator.inventory import Host
 from orchestrator.operations import journal_tail, setup_host
+from orchestrator.ownership import ca_trust
 from orchestrator.pki import IssuedCert, pem_fingerprints
 from orchestrator.plan import DesiredFile, HostPlan, ca_file, desired_files
 from orchestrator.polling import Backoff
@@ -75,12 +76,12 @@ def foreign_ca_hosts(ctx: RunContext, facts: dict[str, HostFacts]) -> list[str]:
     with the state dir's CAs. `facts` must carry the CA file's text (see `ca_facts`)."""
     ca_path = pki_paths(ctx.inv)["ca.crt"]
     known = ctx.pki.known_ca_fingerprints()
-    foreign = []
-    for name, f in facts.items():
-        trusted = pem_fingerprints(f.texts.get(ca_path, "").encode())
-        if f.holds_cluster and trusted and not trusted & known:
-            foreign.append(name)
-    return foreign
+    trust = {
+        n: ca_trust(pem_fingerprints(f.texts.get(ca_path, "").encode()), known)
+        for n, f in facts.items()
+    }
+    # "unknown" (no CA in the state dir at all): theirs is none of ours either.
+    return [n for n, f in facts.items() if f.holds_cluster and trust[n] in ("foreign", "unknown")]
 
 
 def check_ca(

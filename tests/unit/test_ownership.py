@@ -18,6 +18,7 @@ from orchestrator.ownership import (
     HostIdentity,
     Marker,
     Ownership,
+    ca_trust,
     env_is_ours,
     identity_problems,
     judge,
@@ -274,3 +275,16 @@ def test_an_env_is_ours_by_its_member_name_and_token() -> None:
     assert not env_is_ours("demo", "etcd3", env)
     assert not env_is_ours("demo", "etcd2", env | {"ETCD_INITIAL_CLUSTER_TOKEN": "etcd-cluster"})
     assert not env_is_ours("demo", "etcd2", {})
+
+
+@pytest.mark.parametrize(
+    ("trusted", "known", "trust"),
+    [
+        (set(), {"a"}, "none"),
+        ({"a"}, set(), "unknown"),
+        ({"a", "b"}, {"b", "c"}, "ours"),  # a bundle that holds one of ours
+        ({"a"}, {"b"}, "foreign"),
+    ],
+)
+def test_ca_trust(trusted: set[str], known: set[str], trust: str) -> None:
+    assert ca_trust(trusted, known) == trust
