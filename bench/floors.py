@@ -14,12 +14,12 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from orchestrator.cluster import wait_healthy
-from orchestrator.context import RunContext
-from orchestrator.membership import add_learner, promote
-from orchestrator.operations import apply_files
-from orchestrator.plan import env_file
-from orchestrator.render import render_etcd_env
+from orchestrator.core.host_plan import env_file
+from orchestrator.core.render import render_etcd_env
+from orchestrator.engine.cluster import wait_healthy
+from orchestrator.engine.context import RunContext
+from orchestrator.engine.membership import add_learner, promote
+from orchestrator.engine.operations import apply_files
 
 WIPE = "systemctl stop etcd.service; rm -rf {data}/member"
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.floors import learner_floor, static_floor
-from orchestrator.context import RunContext
-from orchestrator.inventory import load_inventory
+from orchestrator.core.inventory import load_inventory
+from orchestrator.engine.context import RunContext
 from orchestrator.ui import UI
 from tests.lab.driver import Lab
 from tests.lab.mirror import build_mirror, default_mirror_dir, serve_mirror

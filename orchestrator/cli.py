@@ -22,9 +22,9 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer pinned <0.30
 
 from orchestrator import __version__
-from orchestrator.context import RunContext
-from orchestrator.errors import EtcdDeployError, UsageError
-from orchestrator.inventory import load_inventory
+from orchestrator.core.errors import EtcdDeployError, UsageError
+from orchestrator.core.inventory import load_inventory
+from orchestrator.engine.context import RunContext
 from orchestrator.ui import UI
 
 app = typer.Typer(
@@ -167,8 +167,8 @@ def up(
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Bootstrap or converge the cluster described by the inventory."""
-    from orchestrator.workflows.restore import run_restore
-    from orchestrator.workflows.up import run_up
+    from orchestrator.commands.restore import run_restore
+    from orchestrator.commands.up import run_up
 
     def action(ctx: RunContext) -> int:
         if from_snapshot is not None:
@@ -195,7 +195,7 @@ def plan(
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Show what `up` would change on each host (exit 10 when changes are pending)."""
-    from orchestrator.workflows.up import run_up
+    from orchestrator.commands.up import run_up
 
     _run(inventory, verbose, log_format, lambda ctx: run_up(ctx, dry_run=True), inventory_arg)
 
@@ -211,8 +211,8 @@ def status(
 
     Exits 6 when the cluster is degraded.
     """
-    from orchestrator.errors import ClusterUnhealthy
-    from orchestrator.workflows.status import show
+    from orchestrator.commands.status import show
+    from orchestrator.core.errors import ClusterUnhealthy
 
     def action(ctx: RunContext) -> int:
         return 0 if show(ctx, as_json=as_json) else ClusterUnhealthy.exit_code
@@ -245,7 +245,7 @@ def destroy(
     Each host is read first: one that holds another cluster (another CA, cluster token or
     marker) or a member the inventory does not describe stops the run before any host
     changes. Only folders marked as this cluster's are removed."""
-    from orchestrator.workflows.destroy import run_destroy
+    from orchestrator.commands.destroy import run_destroy
 
     def action(ctx: RunContext) -> int:
         if not yes:
@@ -282,7 +282,7 @@ def add_node(
     A new host given with --address is written to the inventory first. Other members are
     not restarted and get no new certs.
     """
-    from orchestrator.workflows.nodes import add_node as run
+    from orchestrator.commands.nodes import add_node as run
 
     _run(
         inventory,
@@ -305,7 +305,7 @@ def remove_node(
 
     Refused when the removal would put quorum at risk. The data dir stays unless --wipe.
     """
-    from orchestrator.workflows.nodes import remove_node as run
+    from orchestrator.commands.nodes import remove_node as run
 
     _run(inventory, verbose, log_format, lambda ctx: run(ctx, host, wipe=wipe, force=force))
 
@@ -322,7 +322,7 @@ def replace_node(
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Replace a dead member: remove OLD first, then add NEW (the order that keeps quorum)."""
-    from orchestrator.workflows.nodes import replace_node as run
+    from orchestrator.commands.nodes import replace_node as run
 
     _run(
         inventory,
@@ -361,7 +361,7 @@ def backup(
     """
     if typer_ctx.invoked_subcommand is not None:
         return
-    from orchestrator.workflows.backup import run_backup, show_backup
+    from orchestrator.commands.backup import run_backup, show_backup
 
     def action(ctx: RunContext) -> int:
         show_backup(ctx, run_backup(ctx, out_dir=out_dir, keep=keep), as_json=as_json)
@@ -380,7 +380,7 @@ def backup_schedule(
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Install a systemd timer on every member that snapshots it into /var/backups/etcd."""
-    from orchestrator.workflows.backup import run_schedule
+    from orchestrator.commands.backup import run_schedule
 
     def action(ctx: RunContext) -> int:
         run_schedule(ctx, every=every, keep=keep, off=off)
@@ -398,7 +398,7 @@ def backup_list(
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """List local and on-host backups, newest first."""
-    from orchestrator.workflows.backup import run_list
+    from orchestrator.commands.backup import run_list
 
     def action(ctx: RunContext) -> int:
         run_list(ctx, out_dir=out_dir, as_json=as_json)
@@ -430,7 +430,7 @@ def restore(
     The file is verified before anything stops; each old data dir is moved aside, never
     deleted. Works on fresh hosts and on clusters that lost quorum.
     """
-    from orchestrator.workflows.restore import run_restore
+    from orchestrator.commands.restore import run_restore
 
     _run(
         inventory,
@@ -463,7 +463,7 @@ def upgrade(
     downgrades), takes a backup, and rolls a member that does not come back to its old
     binaries. Updates etcd_version in the inventory at the end.
     """
-    from orchestrator.workflows.upgrade import run_upgrade
+    from orchestrator.commands.upgrade import run_upgrade
 
     _run(
         inventory,
@@ -490,7 +490,7 @@ def defrag(
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Defragment every member, one at a time, leader last; disarm NOSPACE afterwards."""
-    from orchestrator.workflows.maintenance import run_defrag
+    from orchestrator.commands.maintenance import run_defrag
 
     _run(
         inventory,
@@ -509,7 +509,7 @@ def restart(
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Rolling restart of etcd: one member at a time, healthy before the next, leader last."""
-    from orchestrator.workflows.maintenance import run_restart
+    from orchestrator.commands.maintenance import run_restart
 
     _run(
         inventory,
@@ -533,7 +533,7 @@ def certs_check(
 ) -> None:
     """Expiry, issuer and SANs of every cert, from the hosts' files and from what each member
     serves on its client and peer ports. Exits 7 when anything needs renewal (for cron/CI)."""
-    from orchestrator.workflows.certs import run_check
+    from orchestrator.commands.certs import run_check
 
     _run(
         inventory,
@@ -560,7 +560,7 @@ def certs_renew(
 
     Works on a cluster whose certs have already expired: members that are down are started.
     """
-    from orchestrator.workflows.certs import run_renew
+    from orchestrator.commands.certs import run_renew
 
     _run(
         inventory,
@@ -584,7 +584,7 @@ def certs_rotate_ca(
 
     Between the two runs, give Kubernetes the trust bundle and its new client cert.
     """
-    from orchestrator.workflows.certs import run_rotate_ca
+    from orchestrator.commands.certs import run_rotate_ca
 
     _run(
         inventory,

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from orchestrator.pki import HOST_CERT_KINDS
-from orchestrator.tls_probe import served_certificate
+from orchestrator.adapters.tls_probe import served_certificate
+from orchestrator.core.render import HOST_CERT_KINDS
 from tests.e2e.conftest import Cli, unit_started_at
 from tests.e2e.load import DownSampler, Writer
 from tests.lab.driver import HOSTS, Lab

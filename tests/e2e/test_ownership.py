@@ -8,10 +8,10 @@ import json
 import time
 from pathlib import Path
 
-from orchestrator.inventory import load_inventory
-from orchestrator.operations import files_tar, write_files_script
-from orchestrator.plan import DesiredFile
-from orchestrator.transport import Pool
+from orchestrator.adapters.transport import Pool
+from orchestrator.core.host_plan import DesiredFile
+from orchestrator.core.inventory import load_inventory
+from orchestrator.engine.operations import files_tar, write_files_script
 from tests.e2e.load import put_keys, read_prefix
 from tests.lab.driver import HOSTS, Lab
 

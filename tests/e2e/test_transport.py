@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.inventory import load_inventory
-from orchestrator.transport import Pool
+from orchestrator.adapters.transport import Pool
+from orchestrator.core.inventory import load_inventory
 from tests.lab.driver import HOSTS, Lab
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.facts import TEXT_KINDS, HostFacts, RemoteFile
-from orchestrator.inventory import Host, Inventory, parse_inventory
-from orchestrator.ownership import Marker
-from orchestrator.pki import HOST_CERT_KINDS as CERT_KINDS
-from orchestrator.plan import DesiredFile, desired_dirs, desired_files
-from orchestrator.render import render_etcd_env
+from orchestrator.core.facts import TEXT_KINDS, HostFacts, RemoteFile
+from orchestrator.core.host_plan import DesiredFile, desired_dirs, desired_files
+from orchestrator.core.inventory import Host, Inventory, parse_inventory
+from orchestrator.core.ownership import Marker
+from orchestrator.core.render import HOST_CERT_KINDS as CERT_KINDS
+from orchestrator.core.render import render_etcd_env
 
 TOKEN = "demo-0123456789ab"
 MARKER = Marker("demo", "00c0ffee00c0ffee")

@@ -13,10 +13,10 @@ from typing import Any, BinaryIO, ClassVar
 
 import pytest
 
-from orchestrator.errors import SafetyRefusal
-from orchestrator.lock import LockOwner, StateLock
-from orchestrator.snapshot import list_local, verify_integrity
-from orchestrator.workflows import backup
+from orchestrator.adapters.lock import LockOwner, StateLock
+from orchestrator.adapters.snapshot import list_local, verify_integrity
+from orchestrator.commands import backup
+from orchestrator.core.errors import SafetyRefusal
 from tests.unit.helpers import make_inventory
 
 REAL = Path(__file__).parent / "data" / "etcd-3.5.1-snapshot.db"

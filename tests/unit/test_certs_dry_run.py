@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.context import RunContext
-from orchestrator.errors import EXIT_CHANGES_PENDING, UsageError
+from orchestrator.commands.certs import run_renew
+from orchestrator.core.errors import EXIT_CHANGES_PENDING, UsageError
+from orchestrator.engine.context import RunContext
 from orchestrator.ui import UI
-from orchestrator.workflows.certs import run_renew
 from tests.unit.helpers import make_inventory
 
 

@@ -57,8 +57,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import PreflightError
-from orchestrator.release import fetch_release, tarball_name
+from orchestrator.adapters.release import fetch_release, tarball_name
+from orchestrator.core.errors import PreflightError
 from tests.lab.mirror import serve_mirror, write_release
 
 HERE = Path(__file__).parent

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from orchestrator.cluster import ClusterView, observe, wait_healthy
-from orchestrator.errors import ClusterUnhealthy
-from orchestrator.etcd_api import EtcdApiError, Member, MemberStatus
+from orchestrator.adapters.etcd_api import EtcdApiError, Member, MemberStatus
+from orchestrator.core.errors import ClusterUnhealthy
+from orchestrator.engine.cluster import ClusterView, observe, wait_healthy
 
 
 def member(n: int, *, learner: bool = False, started: bool = True) -> Member:

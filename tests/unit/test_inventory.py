@@ -15,8 +15,8 @@ import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.errors import InventoryError, UsageError
-from orchestrator.inventory import (
+from orchestrator.core.errors import InventoryError, UsageError
+from orchestrator.core.inventory import (
     DEFAULT_RELEASE_URL,
     SCHEMA,
     Cluster,

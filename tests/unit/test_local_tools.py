@@ -1,4 +1,4 @@
-"""orchestrator.local_tools: etcd's snapshot tool extracted from the cached release tarball.
+"""adapters.local_tools: etcd's snapshot tool extracted from the cached release tarball.
 
 Fake releases (tiny sh scripts) cover the logic; the real mirror tarballs, when present,
 run the real etcdutl (3.5.1) and etcdctl (3.4.23) on a real snapshot.
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import orchestrator.local_tools as local_tools
-from orchestrator.errors import PreflightError
-from orchestrator.local_tools import local_snapshot_status, snapshot_tool
-from orchestrator.release import Release, top_dir_name, verify_layout
-from orchestrator.snapshot import SnapshotStatus, verify_integrity
+import orchestrator.adapters.local_tools as local_tools
+from orchestrator.adapters.local_tools import local_snapshot_status, snapshot_tool
+from orchestrator.adapters.release import Release, top_dir_name, verify_layout
+from orchestrator.adapters.snapshot import SnapshotStatus, verify_integrity
+from orchestrator.core.errors import PreflightError
 from tests.lab.mirror import default_mirror_dir, tarball_name, write_release
 
 REAL_SNAPSHOT = Path(__file__).parent / "data" / "etcd-3.5.1-snapshot.db"

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-import orchestrator.lock as lock
-from orchestrator.lock import (
+import orchestrator.adapters.lock as lock
+from orchestrator.adapters.lock import (
     LEASE_SECONDS,
     RENEW_SECONDS,
     LockOwner,
@@ -492,8 +492,8 @@ def test_takeover_through_gather_facts_logic_refuses_the_loser(
 ) -> None:
     """`hosts.take_over` for two runs that read the same stale lock: the first takes it,
     the second is refused (exit 5) naming the first."""
-    from orchestrator.errors import SafetyRefusal
-    from orchestrator.workflows import hosts
+    from orchestrator.core.errors import SafetyRefusal
+    from orchestrator.engine import hosts
 
     class Conn:
         name = "etcd1"
@@ -529,8 +529,8 @@ def test_takeover_through_gather_facts_logic_refuses_the_loser(
 
 
 def test_a_live_lock_is_refused_not_taken(lock_path: Path) -> None:
-    from orchestrator.errors import SafetyRefusal
-    from orchestrator.workflows import hosts
+    from orchestrator.core.errors import SafetyRefusal
+    from orchestrator.engine import hosts
 
     class Conn:
         name = "etcd1"
@@ -728,8 +728,8 @@ def test_the_thread_renews_and_ends_when_the_locks_are_let_go() -> None:
 def test_renew_locks_runs_the_refresh_beside_the_run(lock_path: Path) -> None:
     """`hosts.renew_locks`: the refresh script as a side command on each open connection;
     no pool open (between a reload and the next command): an error, retried later."""
-    from orchestrator.transport import HostResult
-    from orchestrator.workflows import hosts
+    from orchestrator.adapters.transport import HostResult
+    from orchestrator.engine import hosts
 
     sides: list[bool] = []
 

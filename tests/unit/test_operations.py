@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.inventory import Inventory
-from orchestrator.operations import (
+from orchestrator.adapters.release import Release, top_dir_name
+from orchestrator.core.host_plan import DesiredFile
+from orchestrator.core.inventory import Inventory
+from orchestrator.core.ownership import STAGED_SUFFIX
+from orchestrator.engine.operations import (
     EXTRACT_FILES,
     files_tar,
     setup_script,
     write_files_script,
 )
-from orchestrator.ownership import STAGED_SUFFIX
-from orchestrator.plan import DesiredFile
-from orchestrator.release import Release, top_dir_name
 from tests.unit.helpers import make_inventory, wanted_files
 
 needs_root = pytest.mark.skipif(

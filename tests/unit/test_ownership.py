@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cluster import ClusterView
-from orchestrator.etcd_api import Member
-from orchestrator.facts import parse_folder
-from orchestrator.operations import _remove_marked_lines, aside_lines
-from orchestrator.ownership import (
+from orchestrator.adapters.etcd_api import Member
+from orchestrator.adapters.state_dir import purge_state_dir
+from orchestrator.core.facts import parse_folder
+from orchestrator.core.ownership import (
     DirFacts,
     FolderRule,
     HostIdentity,
@@ -24,7 +23,8 @@ from orchestrator.ownership import (
     judge,
     parse_marker,
 )
-from orchestrator.state_dir import purge_state_dir
+from orchestrator.engine.cluster import ClusterView
+from orchestrator.engine.operations import _remove_marked_lines, aside_lines
 
 OURS = Marker("demo", "00c0ffee00c0ffee")
 DATA = FolderRule("cluster.data_dir")

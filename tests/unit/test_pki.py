@@ -21,16 +21,16 @@ from cryptography.x509.verification import (
     Store,
 )
 
-from orchestrator import pki
-from orchestrator.errors import PreflightError
-from orchestrator.inventory import Cluster, Host, Inventory, SSHSettings
-from orchestrator.pki import (
+from orchestrator.adapters import pki
+from orchestrator.adapters.pki import (
     HOST_CERT_KINDS,
     LocalPKI,
     cert_info,
     desired_sans,
     renew_window_days,
 )
+from orchestrator.core.errors import PreflightError
+from orchestrator.core.inventory import Cluster, Host, Inventory, SSHSettings
 
 CLIENT_KINDS = ("etcdctl-etcd-client", "apiserver-etcd-client")
 

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.facts import HostFacts
-from orchestrator.inventory import Inventory
-from orchestrator.pki import HOST_CERT_KINDS as CERT_KINDS
-from orchestrator.plan import (
+from orchestrator.core.facts import HostFacts
+from orchestrator.core.host_plan import (
     SYMLINK_REPLACED,
     UNIT_PATH,
     DesiredFile,
@@ -19,6 +17,8 @@ from orchestrator.plan import (
     desired_dirs,
     plan_host,
 )
+from orchestrator.core.inventory import Inventory
+from orchestrator.core.render import HOST_CERT_KINDS as CERT_KINDS
 from tests.unit.helpers import (
     converged_facts,
     env_for,

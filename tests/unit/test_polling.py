@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import polling
-from orchestrator.polling import Backoff
+from orchestrator.engine import polling
+from orchestrator.engine.polling import Backoff
 
 
 class FakeClock:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.quorum import (
+from orchestrator.core.quorum import (
     Verdict,
     check_add,
     check_remove,

@@ -1,4 +1,4 @@
-"""orchestrator.release: download, verify and cache etcd release tarballs (127.0.0.1 only)."""
+"""adapters.release: download, verify and cache etcd release tarballs (127.0.0.1 only)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import PreflightError
-from orchestrator.release import (
+from orchestrator.adapters.release import (
     Release,
     arch_for,
     default_cache_dir,
     fetch_release,
     tarball_name,
 )
-from orchestrator.rules import version_problem
+from orchestrator.core.errors import PreflightError
+from orchestrator.core.rules import version_problem
 from tests.lab.mirror import serve_mirror, write_release
 
 V = "3.5.1"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import UsageError
-from orchestrator.inventory import Cluster, Host, Inventory, SSHSettings
-from orchestrator.pki import HOST_CERT_KINDS
-from orchestrator.render import (
+from orchestrator.core.errors import UsageError
+from orchestrator.core.inventory import Cluster, Host, Inventory, SSHSettings
+from orchestrator.core.render import (
+    HOST_CERT_KINDS,
     env_without_initial,
     pki_paths,
     render_etcd_env,

@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import UsageError
-from orchestrator.render import render_backup_script, render_backup_service, render_backup_timer
+from orchestrator.core.errors import UsageError
+from orchestrator.core.render import (
+    render_backup_script,
+    render_backup_service,
+    render_backup_timer,
+)
 from tests.unit.test_render import HEADER, check_golden, host, make_inv
 
 FOLDER = "/var/backups/etcd"

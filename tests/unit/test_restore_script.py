@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.context import RunContext
+from orchestrator.commands.restore import restore_script
+from orchestrator.engine.context import RunContext
 from orchestrator.ui import UI
-from orchestrator.workflows.restore import restore_script
 from tests.unit.helpers import make_inventory
 
 SHA = "ab" * 32

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import PhaseFailure
-from orchestrator.etcd_api import EtcdApiError, Member
-from orchestrator.inventory import Host, Inventory
-from orchestrator.rolling import roll
+from orchestrator.adapters.etcd_api import EtcdApiError, Member
+from orchestrator.core.errors import PhaseFailure
+from orchestrator.core.inventory import Host, Inventory
+from orchestrator.engine.rolling import roll
 from tests.unit.helpers import make_inventory
 from tests.unit.test_cluster_view import THREE, FakeClient, healthy_client
 

@@ -1,4 +1,4 @@
-"""orchestrator.rules: one definition of every rule, applied the same way everywhere."""
+"""orchestrator.core.rules: one definition of every rule, applied the same way everywhere."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import inventory, render, rules, versions
-from orchestrator.errors import InventoryError, UsageError
-from orchestrator.inventory import load_inventory
-from orchestrator.render import resolve_flags
-from orchestrator.rules import (
+from orchestrator.core import inventory, render, rules, versions
+from orchestrator.core.errors import InventoryError, UsageError
+from orchestrator.core.inventory import load_inventory
+from orchestrator.core.render import resolve_flags
+from orchestrator.core.rules import (
     MANAGED_FLAGS,
     REFUSED_FLAGS,
     flag_problem,
@@ -21,7 +21,7 @@ from orchestrator.rules import (
     system_folder,
     version_problem,
 )
-from orchestrator.versions import check_upgrade_path, supported_version
+from orchestrator.core.versions import check_upgrade_path, supported_version
 from tests.unit.helpers import make_inventory
 
 # --------------------------------------------------------------------------- one home

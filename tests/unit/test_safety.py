@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cluster import ClusterView
-from orchestrator.context import RunContext
-from orchestrator.errors import SafetyRefusal
-from orchestrator.facts import HostFacts
-from orchestrator.pki import LocalPKI, pem_fingerprints
-from orchestrator.render import env_values
+from orchestrator.adapters.pki import LocalPKI, pem_fingerprints
+from orchestrator.commands.up import _foreign_data
+from orchestrator.core.errors import SafetyRefusal
+from orchestrator.core.facts import HostFacts
+from orchestrator.core.render import env_values
+from orchestrator.engine.cluster import ClusterView
+from orchestrator.engine.context import RunContext
+from orchestrator.engine.phases import Observed, check_ca
 from orchestrator.ui import UI
-from orchestrator.workflows.phases import Observed, check_ca
-from orchestrator.workflows.up import _foreign_data
 from tests.unit.helpers import make_inventory
 
 CA_PATH = "/etc/etcd/pki/ca.crt"

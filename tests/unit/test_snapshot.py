@@ -1,4 +1,4 @@
-"""orchestrator.snapshot: snapshot names, etcd's appended integrity hash, local listing."""
+"""orchestrator.adapters.snapshot: snapshot names, etcd's appended integrity hash, local listing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import PreflightError, UsageError
-from orchestrator.snapshot import (
+from orchestrator.adapters.snapshot import (
     BOLT_MAGIC,
     LocalBackup,
     SnapshotStatus,
@@ -24,6 +23,7 @@ from orchestrator.snapshot import (
     snapshot_file_name,
     verify_integrity,
 )
+from orchestrator.core.errors import PreflightError, UsageError
 
 DATA = Path(__file__).parent / "data"
 REAL = DATA / "etcd-3.5.1-snapshot.db"  # see data/README.md

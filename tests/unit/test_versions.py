@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.errors import SafetyRefusal, UsageError
-from orchestrator.versions import (
+from orchestrator.core.errors import SafetyRefusal, UsageError
+from orchestrator.core.versions import (
     KNOWN_BAD,
     MIN_SOURCE_PATCH,
     Version,

@@ -1,0 +1,397 @@
+"""SSH to the hosts: one connection per host for the whole run, strict host keys, sudo,
+binary stdin, and a pool that runs per-host work in parallel.
+
+fabric builds the connection (ssh_config, ProxyJump, identity files); paramiko channels run
+the commands, because fabric/invoke decode stdin as text and we stream tarballs. fabric never
+checks host keys by itself (fabric #1804): every connection, jump hosts included, gets the
+inventory's known_hosts and a policy that rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import paramiko
+from fabric import Config, Connection
+
+from orchestrator.core.errors import PreflightError, TransportError
+from orchestrator.core.inventory import Host, Inventory, jump_host_address
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = 10
+CHUNK = 256 * 1024
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's `accept-new`: record unknown keys, still refuse changed ones."""
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+        self._lock = threading.Lock()
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        with self._lock:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with self.known_hosts.open("a") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+@dataclass
+class CommandResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass
+class Counters:
+    """What a connection sent, for benchmarks (`bench/`)."""
+
+    commands: int = 0
+    bytes_sent: int = 0
+
+
+@dataclass
+class HostConnection:
+    """One SSH connection to one host, opened lazily and reused for the whole run."""
+
+    inv: Inventory
+    host: Host
+    log: Callable[[str], None] = field(default=lambda _m: None)
+    counters: Counters = field(default_factory=Counters)
+    _conn: Connection | None = None
+    # open/close from two threads (the run's, and the lock renewal's) must not race: one
+    # connection, not two. Commands themselves are channels of one paramiko Transport,
+    # which is thread-safe.
+    _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def _build(self) -> Connection:
+        ssh = self.inv.ssh
+        config = Config(runtime_ssh_path=str(ssh.config_file)) if ssh.config_file else Config()
+        connect_kwargs: dict[str, object] = {
+            "banner_timeout": CONNECT_TIMEOUT,
+            "auth_timeout": CONNECT_TIMEOUT,
+        }
+        if ssh.identity_file:
+            connect_kwargs["key_filename"] = [str(ssh.identity_file)]
+            connect_kwargs["look_for_keys"] = False
+        gateway = (
+            Connection(
+                ssh.jump_host,
+                config=config,
+                connect_timeout=CONNECT_TIMEOUT,
+                connect_kwargs=dict(connect_kwargs),
+            )
+            if ssh.jump_host
+            else None
+        )
+        conn = Connection(
+            self.host.address,
+            user=self.host.ssh_user,
+            port=self.host.ssh_port,
+            config=config,
+            gateway=gateway,
+            connect_timeout=CONNECT_TIMEOUT,
+            connect_kwargs=connect_kwargs,
+        )
+        self._check_host_keys(conn)
+        return conn
+
+    def _check_host_keys(self, conn: Connection) -> None:
+        """Load known_hosts and refuse unknown keys, on this hop and every jump host."""
+        hop: object = conn
+        while isinstance(hop, Connection):
+            if self.inv.ssh.known_hosts.exists():
+                hop.client.load_host_keys(str(self.inv.ssh.known_hosts))
+            if self.inv.ssh.host_key_check == "accept-new":
+                hop.client.set_missing_host_key_policy(_AcceptNewPolicy(self.inv.ssh.known_hosts))
+            else:
+                hop.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            hop = hop.gateway
+
+    def open(self) -> None:
+        with self._mutex:
+            self._open()
+
+    def _open(self) -> None:
+        if self._conn is not None and self._conn.is_connected:
+            return
+        conn = self._build()
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise TransportError(
+                self.name,
+                (
+                    f"host key for {exc.hostname} does not match {self.inv.ssh.known_hosts} "
+                    f"(got {exc.key.get_name()} {exc.key.get_fingerprint().hex()}): "
+                    "refusing to connect; "
+                    "if the host was reinstalled, verify its new key and update known_hosts"
+                ),
+            ) from None
+        except paramiko.SSHException as exc:
+            text = str(exc)
+            if "not found in known_hosts" in text:
+                text = (
+                    f"{text}: the host key of {self.host.address} is unknown; add it to "
+                    f'{self.inv.ssh.known_hosts} (or set ssh.host_key_check = "accept-new")'
+                )
+            raise TransportError(self.name, f"SSH to {self._target()} failed: {text}") from None
+        except (OSError, EOFError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+            raise TransportError(self.name, f"cannot reach {self._target()}: {reason}") from None
+        self._conn = conn
+
+    def _target(self) -> str:
+        return f"{self.host.ssh_user}@{self.host.address}:{self.host.ssh_port}"
+
+    def close(self) -> None:
+        with self._mutex:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def wrap(self, script: str) -> str:
+        """The command line for a shell script, under sudo when the inventory asks for it."""
+        shell = "sh -c " + shlex.quote(script)
+        return f"sudo -n {shell}" if self.inv.ssh.sudo else shell
+
+    def run(
+        self,
+        script: str,
+        *,
+        stdin: bytes | Sequence[bytes] | None = None,
+        check: bool = True,
+        timeout: float = 300,
+        quiet: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        side: bool = False,
+    ) -> CommandResult:
+        """Run a shell script on the host. Secrets travel only on stdin, never in `script`;
+        `stdin` may come in parts, sent one after the other (no copy joins them).
+
+        `side`: a command from another thread beside the run's own (the lock renewal): its
+        failure never closes the connection under the run's commands, nor is it counted."""
+        self.open()
+        command = self.wrap(script)
+        parts = [stdin] if isinstance(stdin, bytes) else list(stdin) if stdin is not None else None
+        if not quiet:
+            size = sum(len(p) for p in parts or [])
+            self.log(f"$ {script.strip()}" + (f"  (<{size} bytes on stdin)" if parts else ""))
+        if not side:
+            self.counters.commands += 1
+        try:
+            code, out, err = self._exec(command, parts, timeout, progress)
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+            if not side:
+                self.close()
+            raise TransportError(
+                self.name,
+                f"command failed to run ({exc.__class__.__name__}: "
+                f"{exc}): {script.strip().splitlines()[0][:120]}",
+            ) from None
+        result = CommandResult(
+            script, code, out.decode(errors="replace"), err.decode(errors="replace")
+        )
+        if check and not result.ok:
+            first = script.strip().splitlines()[0][:120]
+            detail = (result.stderr.strip() or result.stdout.strip())[-800:]
+            raise TransportError(self.name, f"`{first}` exited {code}: {detail}")
+        return result
+
+    def _exec(
+        self,
+        command: str,
+        parts: list[bytes] | None,
+        timeout: float,
+        progress: Callable[[int, int], None] | None,
+    ) -> tuple[int, bytes, bytes]:
+        conn = self._conn  # another thread may close it meanwhile: then EOFError, as for a cut
+        if conn is None:
+            raise EOFError("connection closed")
+        transport = conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise EOFError("connection closed")
+        chan = transport.open_session(timeout=CONNECT_TIMEOUT)
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        out, err = bytearray(), bytearray()
+        total, sent = sum(len(p) for p in parts or []), 0
+        for part in parts or []:
+            for start in range(0, len(part), CHUNK):
+                chunk = part[start : start + CHUNK]
+                chan.sendall(chunk)
+                sent += len(chunk)
+                self.counters.bytes_sent += len(chunk)
+                if progress:
+                    progress(sent, total)
+                while chan.recv_ready():
+                    out += chan.recv(CHUNK)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(CHUNK)
+        chan.shutdown_write()
+        deadline = time.monotonic() + timeout
+        # sshd may send the exit status before the last output: done only once the output's
+        # EOF has arrived too and both buffers are drained.
+        while True:
+            finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
+            if chan.recv_ready():
+                out += chan.recv(CHUNK)
+            elif chan.recv_stderr_ready():
+                err += chan.recv_stderr(CHUNK)
+            elif finished:  # read before the buffers were checked: nothing can follow
+                break
+            elif time.monotonic() > deadline:
+                chan.close()
+                raise TimeoutError(f"no answer within {timeout:.0f} s")
+            elif chan.exit_status_ready():
+                time.sleep(0.001)  # exit status in, output EOF still on its way
+            else:
+                chan.status_event.wait(0.01)
+        code = chan.recv_exit_status()
+        chan.close()
+        return code, bytes(out), bytes(err)
+
+
+def _check_local_ssh_files(inv: Inventory) -> None:
+    """Read known_hosts and ssh_config once, before any connection: a broken file is one
+    clear error naming it, not one per host."""
+    ssh = inv.ssh
+    # paramiko raises assorted types for a bad line (SSHException, binascii errors...).
+    try:
+        if ssh.known_hosts.exists():
+            paramiko.HostKeys(str(ssh.known_hosts))
+    except Exception as exc:
+        raise PreflightError(f"{ssh.known_hosts}: unreadable known_hosts file: {exc}") from None
+    targets = [h.address for h in inv.hosts]
+    if ssh.jump_host:
+        targets.append(jump_host_address(ssh.jump_host))
+    for path in _ssh_config_paths(inv):
+        try:
+            text = path.read_text()
+            _refuse_match_exec(path, text)
+            config = paramiko.SSHConfig.from_text(text)
+            for target in targets:
+                proxy = config.lookup(target).get("proxycommand", "none")
+                if proxy.lower() != "none":
+                    raise PreflightError(
+                        f"{path}: a ProxyCommand applies to {target}: etcd-deploy does not run "
+                        "proxy commands (one that fails leaves SSH spinning); use "
+                        "ssh.jump_host in the inventory, or ssh.config_file naming an "
+                        "ssh_config without it"
+                    )
+        except PreflightError:
+            raise
+        except Exception as exc:
+            raise PreflightError(f"{path}: unreadable ssh_config: {exc}") from None
+
+
+_USER_SSH_CONFIG = "~/.ssh/config"
+_SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
+
+
+def _ssh_config_paths(inv: Inventory) -> list[Path]:
+    """The ssh_config files fabric reads: ssh.config_file, else ~/.ssh/config and the
+    system one (those that exist)."""
+    if inv.ssh.config_file:
+        return [inv.ssh.config_file]
+    paths = (Path(_USER_SSH_CONFIG).expanduser(), Path(_SYSTEM_SSH_CONFIG))
+    return [p for p in paths if p.is_file()]
+
+
+def _refuse_match_exec(path: Path, text: str) -> None:
+    """`Match exec` runs a local command on every host lookup: refused."""
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.replace("=", " ").lower().split()
+        if words[:1] == ["match"] and "exec" in words[1:]:
+            raise PreflightError(
+                f"{path} line {number}: 'Match exec' runs a command on every host lookup; "
+                "etcd-deploy refuses it: remove it, or set ssh.config_file to an ssh_config "
+                "without it"
+            )
+
+
+@dataclass
+class HostResult(Generic[T]):
+    host: str
+    value: T | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Pool:
+    """The run's connections, one per host, and parallel per-host work."""
+
+    def __init__(self, inv: Inventory, log: Callable[[str, str], None]) -> None:
+        self.inv = inv
+        _check_local_ssh_files(inv)
+        self.connections = {
+            h.name: HostConnection(inv, h, log=lambda m, n=h.name: log(n, m)) for h in inv.hosts
+        }
+
+    def __getitem__(self, name: str) -> HostConnection:
+        return self.connections[name]
+
+    def map(
+        self, fn: Callable[[HostConnection], T], names: Iterable[str]
+    ) -> dict[str, HostResult[T]]:
+        """Run `fn` for each host in parallel; every host gets a result or its own error."""
+        return self.start(fn, names).results()
+
+    def start(self, fn: Callable[[HostConnection], T], names: Iterable[str]) -> Pending[T]:
+        """Like `map`, without waiting: each host's result can be awaited on its own."""
+        names = list(names)
+        executor = ThreadPoolExecutor(max_workers=max(1, min(16, len(names))))
+
+        def one(name: str) -> HostResult[T]:
+            try:
+                return HostResult(name, value=fn(self.connections[name]))
+            except Exception as exc:
+                return HostResult(name, error=exc)
+
+        pending = Pending({n: executor.submit(one, n) for n in names})
+        executor.shutdown(wait=False)
+        return pending
+
+    def close(self) -> None:
+        for conn in self.connections.values():
+            conn.close()
+
+
+@dataclass
+class Pending(Generic[T]):
+    """Per-host work started by `Pool.start`."""
+
+    futures: dict[str, Future[HostResult[T]]]
+
+    def result(self, name: str) -> HostResult[T]:
+        return self.futures[name].result()
+
+    def failed_so_far(self) -> bool:
+        return any(f.done() and not f.result().ok for f in self.futures.values())
+
+    def results(self) -> dict[str, HostResult[T]]:
+        """Wait for every host."""
+        return {n: f.result() for n, f in self.futures.items()}
