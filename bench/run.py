@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.floors import learner_floor, static_floor
-from orchestrator.core.inventory import load_inventory
+from orchestrator.adapters.inventory_file import load_inventory
 from orchestrator.engine.context import RunContext
 from orchestrator.ui import UI
 from tests.lab.driver import Lab

@@ -17,13 +17,14 @@ import traceback
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer pinned <0.30
 
 from orchestrator import __version__
+from orchestrator.adapters.inventory_file import load_inventory
 from orchestrator.core.errors import EtcdDeployError, UsageError
-from orchestrator.core.inventory import load_inventory
 from orchestrator.engine.context import RunContext
 from orchestrator.ui import UI
 
@@ -54,6 +55,22 @@ VERBOSE_OPT = typer.Option(False, "-v", "--verbose", help="Show remote commands 
 LOG_FORMAT_OPT = typer.Option(
     LogFormat.text, "--log-format", help="text, or json: one object per line on stderr."
 )
+# Every state-changing command: the same two options, printing the plan its real run executes.
+DRY_RUN_OPT = typer.Option(
+    False,
+    "--dry-run",
+    help="Print the plan; change nothing (exit 10 when it would change something, 0 when "
+    "not, 5 when it would be refused).",
+)
+PLAN_JSON_OPT = typer.Option(False, "--json", help="With --dry-run: the plan as JSON on stdout.")
+
+
+def _plan_json(dry_run: bool, as_json: bool) -> None:
+    """`--json` prints a plan: it goes with --dry-run."""
+    if as_json and not dry_run:
+        raise UsageError("--json prints the plan: use it with --dry-run")
+
+
 POSITIONAL_INV = typer.Argument(
     None, metavar="[INVENTORY]", show_default=False, help="Inventory file (same as -i)."
 )
@@ -75,7 +92,7 @@ def _run(
     log_format: LogFormat,
     action: Callable[[RunContext], int],
     positional: Path | None = None,
-    cluster_overrides: dict[str, str] | None = None,
+    cluster_overrides: dict[str, Any] | None = None,
 ) -> None:
     """Build the context, run `action`, and turn every outcome into an exit code.
 
@@ -143,11 +160,8 @@ def root(
 def up(
     inventory_arg: Path | None = POSITIONAL_INV,
     inventory: Path | None = INVENTORY_OPT,
-    dry_run: bool = typer.Option(
-        False,
-        "--dry-run",
-        help="Print what would change; change nothing (exit 10 when changes are pending).",
-    ),
+    dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     parallel_bootstrap: bool = typer.Option(
         False,
         "--parallel-bootstrap",
@@ -171,11 +185,12 @@ def up(
     from orchestrator.commands.up import run_up
 
     def action(ctx: RunContext) -> int:
+        _plan_json(dry_run, as_json)
         if from_snapshot is not None:
             if dry_run:
                 raise UsageError("--from-snapshot cannot be combined with --dry-run")
             return run_restore(ctx, from_snapshot, yes=True, fresh_only=True)
-        return run_up(ctx, dry_run=dry_run, force=force)
+        return run_up(ctx, dry_run=dry_run, force=force, as_json=as_json)
 
     _run(
         inventory,
@@ -191,13 +206,22 @@ def up(
 def plan(
     inventory_arg: Path | None = POSITIONAL_INV,
     inventory: Path | None = INVENTORY_OPT,
+    as_json: bool = typer.Option(False, "--json", help="The plan as JSON on stdout."),
+    force: bool = typer.Option(False, "--force", help="Plan `up --force`."),
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
-    """Show what `up` would change on each host (exit 10 when changes are pending)."""
+    """Show what `up` would do, step by step (same as `up --dry-run`; exit 10 when it would
+    change something, 5 when it would be refused)."""
     from orchestrator.commands.up import run_up
 
-    _run(inventory, verbose, log_format, lambda ctx: run_up(ctx, dry_run=True), inventory_arg)
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_up(ctx, dry_run=True, force=force, as_json=as_json),
+        inventory_arg,
+    )
 
 
 @app.command()
@@ -237,6 +261,8 @@ def destroy(
         help="Also destroy hosts that seem to hold another cluster, and data dirs that "
         "carry no marker of this cluster.",
     ),
+    dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
@@ -244,17 +270,20 @@ def destroy(
 
     Each host is read first: one that holds another cluster (another CA, cluster token or
     marker) or a member the inventory does not describe stops the run before any host
-    changes. Only folders marked as this cluster's are removed."""
+    changes. Only folders marked as this cluster's are removed. --dry-run (no --yes needed)
+    prints what each host would lose, reading the hosts without locking them."""
     from orchestrator.commands.destroy import run_destroy
 
     def action(ctx: RunContext) -> int:
-        if not yes:
+        _plan_json(dry_run, as_json)
+        if not yes and not dry_run:
             raise UsageError(
                 "destroy deletes every member's data: add --yes to confirm "
                 f"(hosts: {', '.join(h.name for h in ctx.inv.hosts)})"
             )
-        run_destroy(ctx, purge_state=purge_state, force=force)
-        return 0
+        return run_destroy(
+            ctx, purge_state=purge_state, force=force, dry_run=dry_run, as_json=as_json
+        )
 
     _run(inventory, verbose, log_format, action)
 
@@ -376,15 +405,19 @@ def backup_schedule(
     every: str = typer.Option("30m", "--every", help="Interval, e.g. 30m, 1h, 6h, 1d."),
     keep: int = typer.Option(10, "--keep", min=1, help="Snapshots kept on each host."),
     off: bool = typer.Option(False, "--off", help="Remove the scheduled backups."),
+    dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
-    """Install a systemd timer on every member that snapshots it into /var/backups/etcd."""
+    """Install a systemd timer on every member that snapshots it into /var/backups/etcd.
+
+    --dry-run prints what each host would get (or lose, with --off) and connects to none."""
     from orchestrator.commands.backup import run_schedule
 
     def action(ctx: RunContext) -> int:
-        run_schedule(ctx, every=every, keep=keep, off=off)
-        return 0
+        _plan_json(dry_run, as_json)
+        return run_schedule(ctx, every=every, keep=keep, off=off, dry_run=dry_run, as_json=as_json)
 
     _run(inventory, verbose, log_format, action)
 
@@ -419,41 +452,51 @@ COMPACTED_OPT = typer.Option(
 def restore(
     snapshot: Path = typer.Argument(..., help="Snapshot file (from `etcd-deploy backup`)."),
     inventory: Path | None = INVENTORY_OPT,
-    yes: bool = typer.Option(False, "--yes", help="Do it; without it, print the steps only."),
+    yes: bool = typer.Option(
+        False, "--yes", help="Do it; without it, print the plan only (as --dry-run)."
+    ),
     bump_revision: int | None = BUMP_OPT,
     mark_compacted: bool = COMPACTED_OPT,
+    dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Disaster recovery: rebuild every inventory host's member from one snapshot.
 
-    The file is verified before anything stops; each old data dir is moved aside, never
-    deleted. Works on fresh hosts and on clusters that lost quorum.
+    The file is verified on this machine, then on every host, before anything stops; each
+    old data dir is moved aside, never deleted. Works on fresh hosts and on clusters that
+    lost quorum. Without --yes (or with --dry-run): the plan, hosts read without locks.
     """
     from orchestrator.commands.restore import run_restore
 
-    _run(
-        inventory,
-        verbose,
-        log_format,
-        lambda ctx: run_restore(
-            ctx, snapshot, yes=yes, bump_revision=bump_revision, mark_compacted=mark_compacted
-        ),
-    )
+    def action(ctx: RunContext) -> int:
+        _plan_json(dry_run or not yes, as_json)
+        return run_restore(
+            ctx,
+            snapshot,
+            yes=yes,
+            bump_revision=bump_revision,
+            mark_compacted=mark_compacted,
+            dry_run=dry_run,
+            as_json=as_json,
+        )
 
-
-DRY_RUN_OPT = typer.Option(False, "--dry-run", help="Print the order and steps; change nothing.")
+    _run(inventory, verbose, log_format, action)
 
 
 @app.command()
 def upgrade(
     version: str = typer.Argument(..., help="Target etcd version, e.g. 3.5.17."),
     inventory: Path | None = INVENTORY_OPT,
-    yes: bool = typer.Option(False, "--yes", help="Do it; without it, print the steps only."),
+    yes: bool = typer.Option(
+        False, "--yes", help="Do it; without it, print the plan (as --dry-run does)."
+    ),
     allow_known_bad: bool = typer.Option(
         False, "--allow-known-bad", help="Allow versions with known data bugs (3.5.0-3.5.2)."
     ),
     dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
@@ -461,18 +504,19 @@ def upgrade(
 
     Checks the version path first (patch upgrades free; minor versions one at a time; no
     downgrades), takes a backup, and rolls a member that does not come back to its old
-    binaries. Updates etcd_version in the inventory at the end.
+    binaries. Updates etcd_version in the inventory at the end. Without --yes (or with
+    --dry-run): the plan only (exit 10 when it would change something, 0 when not, 5 or 6
+    when refused).
     """
     from orchestrator.commands.upgrade import run_upgrade
 
-    _run(
-        inventory,
-        verbose,
-        log_format,
-        lambda ctx: run_upgrade(
-            ctx, version, yes=yes, allow_known_bad=allow_known_bad, dry_run=dry_run
-        ),
-    )
+    def action(ctx: RunContext) -> int:
+        _plan_json(dry_run or not yes, as_json)
+        return run_upgrade(
+            ctx, version, yes=yes, allow_known_bad=allow_known_bad, dry_run=dry_run, as_json=as_json
+        )
+
+    _run(inventory, verbose, log_format, action)
 
 
 @app.command()
@@ -486,18 +530,18 @@ def defrag(
         help="Skip members with less than PCT percent free space inside their DB.",
     ),
     dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Defragment every member, one at a time, leader last; disarm NOSPACE afterwards."""
     from orchestrator.commands.maintenance import run_defrag
 
-    _run(
-        inventory,
-        verbose,
-        log_format,
-        lambda ctx: run_defrag(ctx, threshold=threshold, dry_run=dry_run),
-    )
+    def action(ctx: RunContext) -> int:
+        _plan_json(dry_run, as_json)
+        return run_defrag(ctx, threshold=threshold, dry_run=dry_run, as_json=as_json)
+
+    _run(inventory, verbose, log_format, action)
 
 
 @app.command()
@@ -505,18 +549,18 @@ def restart(
     hosts: list[str] = typer.Argument(None, help="Hosts to restart \\[default: all]."),
     inventory: Path | None = INVENTORY_OPT,
     dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Rolling restart of etcd: one member at a time, healthy before the next, leader last."""
     from orchestrator.commands.maintenance import run_restart
 
-    _run(
-        inventory,
-        verbose,
-        log_format,
-        lambda ctx: run_restart(ctx, hosts or [], dry_run=dry_run),
-    )
+    def action(ctx: RunContext) -> int:
+        _plan_json(dry_run, as_json)
+        return run_restart(ctx, hosts or [], dry_run=dry_run, as_json=as_json)
+
+    _run(inventory, verbose, log_format, action)
 
 
 certs_app = typer.Typer(help="Certificates: check expiry, renew leaves, rotate the CA.")
@@ -550,24 +594,23 @@ def certs_renew(
     within: int | None = typer.Option(
         None, "--within", min=0, help="Only certs expiring within DAYS \\[default: all certs]."
     ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Say which certs would be re-issued and why (exit 10 if any)."
-    ),
+    dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Re-issue leaf certs from the local CA and push them, with no etcd restart.
 
     Works on a cluster whose certs have already expired: members that are down are started.
+    --dry-run: which certs would be issued again and why, with nothing issued or written.
     """
     from orchestrator.commands.certs import run_renew
 
-    _run(
-        inventory,
-        verbose,
-        log_format,
-        lambda ctx: run_renew(ctx, within=within, names=hosts or [], dry_run=dry_run),
-    )
+    def action(ctx: RunContext) -> int:
+        _plan_json(dry_run, as_json)
+        return run_renew(ctx, within=within, names=hosts or [], dry_run=dry_run, as_json=as_json)
+
+    _run(inventory, verbose, log_format, action)
 
 
 @certs_app.command("rotate-ca")
@@ -577,21 +620,23 @@ def certs_rotate_ca(
         False, "--finish", help="Last step: drop the old CA from every member."
     ),
     dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Replace the CA without downtime: trust old+new, re-issue every cert, then --finish.
 
     Between the two runs, give Kubernetes the trust bundle and its new client cert.
+    --dry-run: the steps from where the rotation stands, the members' restarts in their
+    order (leader last), with no CA made and nothing issued or written.
     """
     from orchestrator.commands.certs import run_rotate_ca
 
-    _run(
-        inventory,
-        verbose,
-        log_format,
-        lambda ctx: run_rotate_ca(ctx, finish=finish, dry_run=dry_run),
-    )
+    def action(ctx: RunContext) -> int:
+        _plan_json(dry_run, as_json)
+        return run_rotate_ca(ctx, finish=finish, dry_run=dry_run, as_json=as_json)
+
+    _run(inventory, verbose, log_format, action)
 
 
 def main() -> None:
@@ -616,4 +661,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()  # exits with the command's code

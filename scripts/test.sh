@@ -11,6 +11,7 @@ teardown() { "$PY" -m tests.lab down || true; }
 trap teardown EXIT
 
 "$VENV/bin/ruff" check orchestrator tests bench || exit 1
+"$VENV/bin/mypy" orchestrator || exit 1
 "$PY" -m pytest tests/unit -q -p no:cacheprovider
 unit=$?
 "$PY" -m tests.lab up 5 || exit 1

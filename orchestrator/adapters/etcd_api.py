@@ -11,12 +11,12 @@ import base64
 import json
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
 
+from orchestrator.core.cluster_view import Member, MemberStatus
 from orchestrator.core.errors import EtcdDeployError
 
 # Answers after which a membership call may be retried (REFERENCE.md section 2).
@@ -48,36 +48,6 @@ class EtcdApiError(EtcdDeployError):
     @property
     def transient(self) -> bool:
         return self.unreachable or any(t in self.reason.lower() for t in TRANSIENT)
-
-
-@dataclass(frozen=True)
-class Member:
-    id: int
-    name: str  # empty for a member that was added but never started
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-    is_learner: bool
-
-    @property
-    def started(self) -> bool:
-        return bool(self.name) and bool(self.client_urls)
-
-
-@dataclass(frozen=True)
-class MemberStatus:
-    endpoint: str
-    member_id: int
-    leader_id: int
-    version: str
-    db_size: int
-    db_size_in_use: int
-    raft_term: int
-    raft_index: int
-    raft_applied_index: int
-    revision: int
-    is_learner: bool
-    errors: tuple[str, ...]
-    cluster_id: int
 
 
 def _member(raw: dict[str, Any]) -> Member:

@@ -1,23 +1,10 @@
-"""Run locks: one etcd-deploy run at a time per host (k0sctl's idea) and per state dir.
+"""Run locks, their I/O: this machine's ids and processes, the lease renewal of host locks,
+and the state dir's lock.
 
-The host lock is a file in /run (gone after a reboot) holding who took it: one JSON line
-with the control machine (machine id, hostname, boot id), the pid and its start time (a
-reused pid is told apart), the run id, the command, when it started and when it was last
-renewed. Every change to it happens under `flock` on a side file (`<lock>.guard`, never
-removed), so that no check-then-write can interleave with another run's:
-
-- take: the content goes to a temp file next to the lock, then `ln` (a hard link fails when
-  the lock exists): the lock file never exists without its whole content;
-- take over a stale lock: only when the lock still has the sha256 this run judged stale
-  (compare, then rename over it); otherwise the run is refused;
-- renew: while a run holds host locks, `LeaseRefresher` rewrites them every RENEW_SECONDS
-  (only where the lock is still ours), so a long run never looks stale;
-- let go: removed only when it is still ours.
-
-A lock is stale when its run is dead: on the same control machine, its pid is gone or is
-another process now (another start time, or the machine rebooted); from anywhere, when the
-file has not changed for LEASE_SECONDS (by the host's clock). An empty or unreadable lock
-file is somebody taking it right now: held, until it too is older than the lease.
+The host lock itself (its owner record, staleness rule and shell scripts) is pure, in
+`orchestrator.core.host_lock`; here is what it needs from this machine: `new_owner` (this
+process, read from /proc and /etc/machine-id) and `local_view` (what `stale_reason` judges
+by), and `LeaseRefresher`, which renews the host locks a run holds every RENEW_SECONDS.
 
 The state lock guards the control machine's state dir (CA, certs, inventory edits), which
 a run changes before it reaches any host: two runs that both found no CA would each make
@@ -29,72 +16,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import os
-import shlex
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.core.errors import SafetyRefusal
+from orchestrator.core.host_lock import (
+    RENEW_SECONDS,
+    LocalView,
+    LockOwner,
+    parse_held,
+    parse_owner,
+    same_machine,
+    stale_reason,
+)
 
-LOCK_PATH = "/run/etcd-deploy.lock"
-LEASE_SECONDS = 3600
-RENEW_SECONDS = 300  # a lease of 3600 s sees 11 renewals go by before it could run out
 RETRY_SECONDS = 30  # after a renewal that failed (host unreachable for a moment)
-GUARD_WAIT = 10  # seconds to wait for another run's lock command to finish
 STATE_LOCK_NAME = ".etcd-deploy.lock"
-MAX_SHOWN = 4096  # bytes of somebody else's lock file read back
-
-
-@dataclass(frozen=True)
-class LockOwner:
-    run_id: str
-    control: str  # the control machine's hostname, for people
-    pid: int
-    command: str
-    started: float
-    machine: str = ""  # /etc/machine-id (the hostname where there is none)
-    pid_start: int | None = None  # the pid's start time, in clock ticks after boot
-    boot: str = ""  # the control machine's boot id
-    renewed: float | None = None
-
-    @property
-    def last_renewed(self) -> float:
-        return self.started if self.renewed is None else self.renewed
-
-    def render(self) -> str:
-        data: dict[str, object] = {
-            "run": self.run_id,
-            "control": self.control,
-            "pid": self.pid,
-            "command": self.command,
-            "started": int(self.started),
-        }
-        if self.machine:
-            data["machine"] = self.machine
-        if self.pid_start is not None:
-            data["pid_start"] = self.pid_start
-        if self.boot:
-            data["boot"] = self.boot
-        if self.renewed is not None:
-            data["renewed"] = int(self.renewed)
-        return json.dumps(data)
-
-    def describe(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
-        text = f"`{self.command}` (pid {self.pid} on {self.control}, since {when}"
-        if self.renewed is not None and int(self.renewed) - int(self.started) >= 60:
-            text += ", renewed " + time.strftime("%H:%M:%S UTC", time.gmtime(self.renewed))
-        return text + ")"
-
-    def renew(self, now: float | None = None) -> LockOwner:
-        """The same owner, renewed at `now`."""
-        return dataclasses.replace(self, renewed=time.time() if now is None else now)
 
 
 def _read_first_line(path: str) -> str:
@@ -141,61 +83,6 @@ def new_owner(command: str) -> LockOwner:
     )
 
 
-def parse_owner(text: str) -> LockOwner | None:
-    """The owner in a lock file's text (or in a `held` report, see `parse_held`)."""
-    try:
-        lines = text.strip().splitlines()
-        if lines and lines[0].startswith("held "):
-            lines = lines[1:]
-        data = json.loads(lines[0])
-        pid_start = data.get("pid_start")
-        renewed = data.get("renewed")
-        return LockOwner(
-            str(data["run"]),
-            str(data["control"]),
-            int(data["pid"]),
-            str(data.get("command", "?")),
-            float(data["started"]),
-            machine=str(data.get("machine") or ""),
-            pid_start=None if pid_start is None else int(pid_start),
-            boot=str(data.get("boot") or ""),
-            renewed=None if renewed is None else float(renewed),
-        )
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None
-
-
-@dataclass(frozen=True)
-class HeldLock:
-    """Somebody's lock as a lock command reported it (`held <now> <mtime> <sha256>`, then
-    the file's first bytes)."""
-
-    owner: LockOwner | None
-    text: str
-    age: float | None  # seconds since the file last changed, by the host's clock
-    sha256: str  # "" when the file could not be read
-
-    def describe(self) -> str:
-        if self.owner is not None:
-            return self.owner.describe()
-        shown = self.text.strip().replace("\n", " ")[:80]
-        return f"a run taking it right now (lock file {'empty' if not shown else repr(shown)})"
-
-
-def parse_held(body: str) -> HeldLock:
-    lines = body.strip("\n").split("\n")
-    age: float | None = None
-    sha = ""
-    if lines and lines[0].startswith("held "):
-        fields = [*lines[0].split()[1:], "", "", ""]
-        if fields[0].isdigit() and fields[1].isdigit():
-            age = float(int(fields[0]) - int(fields[1]))
-        sha = fields[2] if len(fields[2]) == 64 else ""
-        lines = lines[1:]
-    text = "\n".join(lines).strip()
-    return HeldLock(parse_owner(text), text, age, sha)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -206,133 +93,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _same_machine(owner: LockOwner) -> bool:
-    """Whether `owner` ran on this machine (same machine id and hostname: containers made
-    from one image may share a machine id; a mismatch only means "judge by the lease")."""
-    if owner.control != socket.gethostname():
-        return False
-    return not owner.machine or owner.machine == machine_id()
+def local_view(owner: LockOwner | None) -> LocalView:
+    """This machine as `host_lock.stale_reason` judges `owner` by: its ids, and the owner's
+    pid here when the owner ran on this machine (looked at only then)."""
+    here = LocalView(socket.gethostname(), machine=machine_id(), boot=boot_id())
+    if owner is None or not same_machine(owner, here):
+        return here
+    return dataclasses.replace(
+        here, pid_alive=_pid_alive(owner.pid), pid_start=process_start(owner.pid)
+    )
 
 
-def stale_reason(
+def stale_reason_here(
     owner: LockOwner | None, now: float | None = None, *, age: float | None = None
 ) -> str | None:
-    """Why a lock held by `owner` may be taken over, or None when its run may be alive.
-
-    `age`: seconds since the lock file last changed, by the host's clock (the owner's
-    `renewed` time, by this machine's clock, when unknown). An unreadable lock file (None)
-    is stale only by its age.
-    """
-    lease = f"not renewed for over {LEASE_SECONDS // 60} minutes"
-    if owner is None:
-        if age is not None and age > LEASE_SECONDS:
-            return f"unreadable lock file, {lease}"
-        return None
-    if _same_machine(owner):
-        where = f"pid {owner.pid} on {owner.control}"
-        if owner.boot and boot_id() and owner.boot != boot_id():
-            return f"{owner.control} rebooted since {where} took it"
-        if not _pid_alive(owner.pid):
-            return f"{where} is gone"
-        start = process_start(owner.pid)
-        if owner.pid_start is not None and start is not None and start != owner.pid_start:
-            return f"{where} is another process now"
-    if age is None:
-        age = (time.time() if now is None else now) - owner.last_renewed
-    if age > LEASE_SECONDS:
-        return lease
-    return None
-
-
-# --------------------------------------------------------------------------- host scripts
-# Every script runs in a subshell that holds `flock` on `<lock>.guard` for its few commands;
-# it prints one answer line (and, for `held`, the lock file's first bytes).
-
-
-def _guarded(path: str, body: str, *, on_busy: str) -> str:
-    guard = shlex.quote(path + ".guard")
-    return (
-        f"( exec 9>>{guard} && flock -w {GUARD_WAIT} 9 || exit 75\n"
-        f'lk={shlex.quote(path)}; lt="$lk.new.$$"\n'
-        f"{body}\n"
-        "exit 0 ) 2>/dev/null || echo " + shlex.quote(on_busy)
-    )
-
-
-# What a lock command prints about somebody else's lock: the host's time, the file's mtime,
-# its sha256, then its first bytes.
-_HELD = (
-    'echo "held $(date +%s) $(stat -c %Y "$lk" || echo -) '
-    '$(sha256sum < "$lk" | cut -c1-64)"; '
-    f'head -c {MAX_SHOWN} "$lk"; echo'
-)
-
-
-def _write_temp(owner_text: str) -> str:
-    return f"printf '%s\\n' {shlex.quote(owner_text)} > \"$lt\""
-
-
-def _path(path: str | None) -> str:
-    return LOCK_PATH if path is None else path
-
-
-def acquire_script(content: str, path: str | None = None) -> str:
-    """Take the lock when free (prints `acquired`), else report who holds it (`held ...`).
-
-    The lock's content is written to a temp file first, then hard-linked into place: the
-    lock file never exists without its whole content."""
-    p = _path(path)
-    body = (
-        f'if {_write_temp(content)} && ln -T "$lt" "$lk"; then echo acquired; '
-        f"else {_HELD}; fi\n"
-        'rm -f "$lt"'
-    )
-    return _guarded(p, body, on_busy=f"error cannot lock {p}.guard (flock)")
-
-
-def takeover_script(owner: LockOwner, expected_sha256: str, path: str | None = None) -> str:
-    """Replace a stale lock with ours, only when it still has the sha256 we judged (prints
-    `taken`); a lock gone meanwhile is simply taken. Else reports the lock now there."""
-    p = _path(path)
-    expected = shlex.quote(expected_sha256)
-    body = (
-        f'if ! {_write_temp(owner.render())}; then echo "error cannot write $lt"; '
-        'elif ln -T "$lt" "$lk"; then echo taken; '
-        f'elif [ "$(sha256sum < "$lk" | cut -c1-64)" = {expected} ] && mv -fT "$lt" "$lk"; '
-        "then echo taken; "
-        f"else {_HELD}; fi\n"
-        'rm -f "$lt"'
-    )
-    return _guarded(p, body, on_busy=f"error cannot lock {p}.guard (flock)")
-
-
-def _ours(owner: LockOwner) -> str:
-    return f'grep -qF {shlex.quote(json.dumps({"run": owner.run_id})[1:-1])} "$lk"'
-
-
-def refresh_script(owner: LockOwner, path: str | None = None) -> str:
-    """Rewrite the lock with `owner` (renewed), only when it is still ours. Prints
-    `renewed`, `gone` (no lock: let go, or removed with the rest), or `held ...`."""
-    p = _path(path)
-    body = (
-        'if [ ! -e "$lk" ]; then echo gone; '
-        f"elif ! {_ours(owner)}; then {_HELD}; "
-        f'elif {_write_temp(owner.render())} && mv -fT "$lt" "$lk"; then echo renewed; '
-        'else rm -f "$lt"; echo "error cannot write $lk"; fi'
-    )
-    return _guarded(p, body, on_busy=f"error cannot lock {p}.guard (flock)")
-
-
-def release_script(owner: LockOwner, path: str | None = None) -> str:
-    """Remove the lock only if it is still ours."""
-    body = f'{_ours(owner)} && rm -f "$lk"'
-    return _guarded(_path(path), body, on_busy="busy") + "; true"
-
-
-def remove_script(path: str | None = None) -> str:
-    """Remove the lock whoever holds it (destroy's last step), under the guard all the same:
-    a renewal in flight cannot bring it back."""
-    return _guarded(_path(path), 'rm -f "$lk"', on_busy="busy") + "; true"
+    """`host_lock.stale_reason` judged on this machine, at `now` (this machine's clock by
+    default)."""
+    when = time.time() if now is None else now
+    return stale_reason(owner, when, here=local_view(owner), age=age)
 
 
 # --------------------------------------------------------------------------- lease renewal

@@ -9,9 +9,11 @@ Layout under `<state_dir>/pki` (folders 0700, keys 0600, all writes atomic):
     <host>/{server,peer,etcdctl-etcd-client,apiserver-etcd-client}.{crt,key}
     etcd-deploy-client.{crt,key}      # the tool's own client cert for etcd's API
 
-Reuse rule: an existing leaf is kept when it is signed by the current CA, its key matches,
-its subject and extended key usages are as expected, its SAN sets equal the desired sets
-exactly, and it is not inside the renewal window; otherwise it is re-issued with a fresh key.
+Reuse rule (pure, `core.cert_rules.judge_leaf`; the `certs` planners judge with it too, from
+`read_host_certs`): an existing leaf is kept when it is signed by the current CA, its key
+matches, its subject and extended key usages are as expected, its SAN sets equal the desired
+sets exactly, and it is not inside the renewal window; otherwise it is re-issued with a
+fresh key.
 The renewal window is `min(renew_within_days, cert_days / 2)` days, so a short validity
 (cert_days=1 in tests) is not re-issued on every run: a leaf is renewed when its days left
 fall below that window. Renewed leaves need no etcd restart
@@ -39,6 +41,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator.adapters.localfs import fsync_dir, write_atomic
 from orchestrator.adapters.state_dir import CLUSTER_ID_FILE, PKI_DIR
+from orchestrator.core.cert_rules import (
+    CLIENT_PROFILE,
+    DEFAULT_RENEW_WITHIN_DAYS,
+    LeafProfile,
+    LeafSeen,
+    judge_leaf,
+    leaf_profile,
+    renew_window_days,
+    wanted_sans,
+)
 from orchestrator.core.errors import PreflightError
 from orchestrator.core.render import HOST_CERT_KINDS
 
@@ -46,10 +58,8 @@ if TYPE_CHECKING:
     from orchestrator.core.inventory import Host, Inventory
 
 CLIENT_CERT_NAME = "etcd-deploy-client"
-MASTERS_ORG = "system:masters"
 CLOCK_SKEW = dt.timedelta(minutes=5)
 CA_WARN_DAYS = 90  # callers warn when ca_days_left() drops below this
-DEFAULT_RENEW_WITHIN_DAYS = 30
 
 # The CA key: ours is ECDSA; an RSA CA (e.g. taken over from etcdadm) can sign too.
 CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -135,63 +145,16 @@ def pem_fingerprints(pem: bytes) -> set[str]:
 # --------------------------------------------------------------------------- desired state
 
 
-def _classify(value: str) -> tuple[str, str]:
-    """("ip", canonical) for an IP address literal, else ("dns", lower-cased name)."""
-    text = value.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    try:
-        return "ip", str(ipaddress.ip_address(text))
-    except ValueError:
-        return "dns", text.lower()
-
-
-def _split(values: Iterable[str]) -> tuple[set[str], set[str]]:
-    dns: set[str] = set()
-    ips: set[str] = set()
-    for v in values:
-        kind, canon = _classify(v)
-        (ips if kind == "ip" else dns).add(canon)
-    return dns, ips
-
-
 def desired_sans(inv: Inventory, host: Host, kind: str) -> tuple[set[str], set[str]]:
-    """(DNS names, IP addresses) the `kind` cert of `host` must carry, as strings.
-
-    server: host name, localhost, etcd_address, 127.0.0.1, ::1, extra SANs.
-    peer:   host name, etcd_address, extra SANs.  Client kinds: none.
-    `host.extra_sans` already merges the cluster's and the host's extra SANs.
-    """
+    """(DNS names, IP addresses) the `kind` cert of `host` must carry, as strings
+    (`cert_rules.wanted_sans`)."""
     del inv  # the inventory is part of the contract; today only the host matters
-    if kind == "server":
-        return _split(
-            [host.name, "localhost", host.etcd_address, "127.0.0.1", "::1", *host.extra_sans]
-        )
-    if kind == "peer":
-        return _split([host.name, host.etcd_address, *host.extra_sans])
-    if kind in ("etcdctl-etcd-client", "apiserver-etcd-client"):
-        return set(), set()
-    raise ValueError(f"unknown certificate kind {kind!r}; expected one of {HOST_CERT_KINDS}")
+    return wanted_sans(host, kind)
 
 
-@dataclass(frozen=True)
-class _Profile:
-    cn: str
-    orgs: tuple[str, ...]
-    server_auth: bool
-    dns: frozenset[str]
-    ips: frozenset[str]
-
-
-def _host_profile(inv: Inventory, host: Host, kind: str) -> _Profile:
-    dns, ips = desired_sans(inv, host, kind)
-    if kind in ("server", "peer"):
-        return _Profile(host.name, (), True, frozenset(dns), frozenset(ips))
-    suffix = "etcdctl" if kind == "etcdctl-etcd-client" else "apiserver-etcd-client"
-    return _Profile(f"{host.name}-{suffix}", (MASTERS_ORG,), False, frozenset(), frozenset())
-
-
-_CLIENT_PROFILE = _Profile("etcd-deploy", (MASTERS_ORG,), False, frozenset(), frozenset())
+def _host_profile(inv: Inventory, host: Host, kind: str) -> LeafProfile:
+    del inv
+    return leaf_profile(host, kind)
 
 
 # --------------------------------------------------------------------------- issuing
@@ -202,7 +165,7 @@ class IssuedCert:
     kind: str
     cert_pem: bytes
     key_pem: bytes
-    changed: bool  # True when a new cert and key were written now (or would be, dry run)
+    changed: bool  # True when a new cert and key were written now
     reason: str  # "reused: ..." or "issued: ..."
 
 
@@ -231,9 +194,16 @@ def _name(cn: str, orgs: Iterable[str] = ()) -> x509.Name:
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: float
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    days: float,
+    *,
+    ca: bool,
 ) -> x509.CertificateBuilder:
-    """Subject, issuer, key, a random serial and the validity (from CLOCK_SKEW ago)."""
+    """Subject, issuer, key, a random serial, the validity (from CLOCK_SKEW ago), and what
+    the key may do (critical): a CA's signs certs and CRLs (no CA below it), a leaf's signs
+    only (ECDSA: key encipherment is meaningless)."""
     now = _now()
     return (
         x509.CertificateBuilder()
@@ -243,6 +213,21 @@ def _builder(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     )
 
 
@@ -250,29 +235,14 @@ def _make_ca(cluster_name: str, days: int) -> tuple[x509.Certificate, ec.Ellipti
     key = _new_key()
     name = _name(f"{cluster_name}-etcd-ca")
     cert = (
-        _builder(name, name, key, days)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _builder(name, name, key, days, ca=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return cert, key
 
 
-def _ekus(profile: _Profile) -> list[x509.ObjectIdentifier]:
+def _ekus(profile: LeafProfile) -> list[x509.ObjectIdentifier]:
     """serverAuth+clientAuth for server/peer (etcd's gateway dials itself), else clientAuth."""
     if profile.server_auth:
         return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -280,7 +250,7 @@ def _ekus(profile: _Profile) -> list[x509.ObjectIdentifier]:
 
 
 def _make_leaf(
-    profile: _Profile,
+    profile: LeafProfile,
     days: float,
     ca_cert: x509.Certificate,
     ca_key: CAKey,
@@ -292,22 +262,7 @@ def _make_leaf(
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
     builder = (
-        _builder(_name(profile.cn, profile.orgs), ca_cert.subject, key, days)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,  # meaningless for ECDSA keys
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _builder(_name(profile.cn, profile.orgs), ca_cert.subject, key, days, ca=False)
         .add_extension(x509.ExtendedKeyUsage(_ekus(profile)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(aki, critical=False)
@@ -322,68 +277,47 @@ def _make_leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def renew_window_days(renew_within_days: float, cert_days: float) -> float:
-    """Days-left threshold below which a leaf is re-issued: min(renew_within, cert_days/2)."""
-    return min(renew_within_days, cert_days / 2)
-
-
-def _fmt_days(days: float) -> str:
-    return f"{days:.0f}" if abs(days) >= 2 else f"{days:.1f}"
-
-
-def _san_diff(have: tuple[set[str], set[str]], want: tuple[frozenset[str], frozenset[str]]) -> str:
-    parts: list[str] = []
-    for label, h, w in (("DNS", have[0], want[0]), ("IP", have[1], want[1])):
-        parts += [f"+{label} {v}" for v in sorted(w - h)]
-        parts += [f"-{label} {v}" for v in sorted(h - w)]
-    return ", ".join(parts)
+def _read_leaf(cert_path: Path, key_path: Path, ca_cert: x509.Certificate) -> LeafSeen:
+    """The leaf at cert_path/key_path as it is (`cert_rules.judge_leaf` judges it)."""
+    if not cert_path.exists() or not key_path.exists():
+        return LeafSeen(present=False)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        try:
+            cert.verify_directly_issued_by(ca_cert)
+            by_current_ca = True
+        except (ValueError, TypeError, InvalidSignature):
+            by_current_ca = False
+        try:
+            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            usages = x509.ExtendedKeyUsage([])
+        dns, ips = _sans(cert)
+        return LeafSeen(
+            by_current_ca=by_current_ca,
+            key_matches=_spki(key.public_key()) == _spki(cert.public_key()),
+            subject_cn=tuple(_attr(cert.subject, NameOID.COMMON_NAME)),
+            subject_o=tuple(_attr(cert.subject, NameOID.ORGANIZATION_NAME)),
+            usages=tuple(u.dotted_string for u in usages),
+            dns_sans=frozenset(dns),
+            ip_sans=frozenset(ips),
+            not_after=cert.not_valid_after_utc,
+        )
+    except (ValueError, TypeError, OSError) as exc:
+        return LeafSeen(unreadable=exc.__class__.__name__)
 
 
 def _judge(
     cert_path: Path,
     key_path: Path,
-    profile: _Profile,
+    profile: LeafProfile,
     ca_cert: x509.Certificate,
     window: float,
 ) -> tuple[bool, str]:
     """(reuse?, reason) for the leaf at cert_path/key_path against the desired profile."""
-    if not cert_path.exists() or not key_path.exists():
-        return False, "issued: new"
-    try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except (ValueError, TypeError, OSError) as exc:
-        return False, f"issued: existing files unreadable ({exc.__class__.__name__})"
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        return False, "issued: not signed by current CA"
-    if _spki(key.public_key()) != _spki(cert.public_key()):
-        return False, "issued: key does not match certificate"
-    if (
-        _attr(cert.subject, NameOID.COMMON_NAME) != [profile.cn]
-        or tuple(_attr(cert.subject, NameOID.ORGANIZATION_NAME)) != profile.orgs
-    ):
-        return False, "issued: subject changed"
-    try:
-        usages = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        usages = []
-    if usages != _ekus(profile):
-        return False, "issued: extended key usage changed"
-    have = _sans(cert)
-    if have != (set(profile.dns), set(profile.ips)):
-        return False, f"issued: SANs changed ({_san_diff(have, (profile.dns, profile.ips))})"
-    info = _info(cert)
-    if info.days_left <= 0:
-        return False, f"issued: expired on {info.not_after:%Y-%m-%d}"
-    if info.days_left < window:
-        return False, (
-            f"issued: expires in {_fmt_days(info.days_left)} days "
-            f"(renew window {_fmt_days(window)})"
-        )
-    sans = "SANs match" if profile.dns or profile.ips else "no SANs"
-    return True, f"reused: valid until {info.not_after:%Y-%m-%d}, {sans}"
+    reuse, why = judge_leaf(_read_leaf(cert_path, key_path, ca_cert), profile, window, _now())
+    return reuse, ("reused: " if reuse else "issued: ") + why
 
 
 def _private_dir(path: Path) -> Path:
@@ -569,21 +503,30 @@ class LocalPKI:
         kind: str,
         cert_path: Path,
         key_path: Path,
-        profile: _Profile,
+        profile: LeafProfile,
         days: float,
         renew_within_days: float,
         force: bool,
-        dry_run: bool = False,
     ) -> IssuedCert:
-        ca_cert, ca_key = self._load_ca()
+        ca_cert, _ = self._load_ca()
         window = renew_window_days(renew_within_days, days)
         reuse, reason = _judge(cert_path, key_path, profile, ca_cert, window)
         if reuse and not force:
             return IssuedCert(kind, cert_path.read_bytes(), key_path.read_bytes(), False, reason)
-        if reuse:
-            reason = "issued: forced"
-        if dry_run:
-            return IssuedCert(kind, b"", b"", True, reason)
+        return self._issue(
+            kind, cert_path, key_path, profile, days, "issued: forced" if reuse else reason
+        )
+
+    def _issue(
+        self,
+        kind: str,
+        cert_path: Path,
+        key_path: Path,
+        profile: LeafProfile,
+        days: float,
+        reason: str,
+    ) -> IssuedCert:
+        ca_cert, ca_key = self._load_ca()
         _private_dir(cert_path.parent)
         cert, key = _make_leaf(profile, days, ca_cert, ca_key)
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -600,19 +543,35 @@ class LocalPKI:
         *,
         renew_within_days: int = DEFAULT_RENEW_WITHIN_DAYS,
         force: bool = False,
-        dry_run: bool = False,
     ) -> dict[str, IssuedCert]:
-        """Reuse or (re-)issue the four certs of `host`; see the module docstring. With
-        `dry_run` nothing is written: a cert to re-issue comes back `changed`, without PEM."""
+        """Reuse or (re-)issue the four certs of `host`; see the module docstring."""
         days = inv.cluster.cert_days
         out: dict[str, IssuedCert] = {}
         for kind in HOST_CERT_KINDS:
             crt, key = self.host_cert_paths(host.name, kind)
             profile = _host_profile(inv, host, kind)
-            out[kind] = self._ensure_leaf(
-                kind, crt, key, profile, days, renew_within_days, force, dry_run
-            )
+            out[kind] = self._ensure_leaf(kind, crt, key, profile, days, renew_within_days, force)
         return out
+
+    def read_host_certs(self, host: Host) -> dict[str, LeafSeen]:
+        """The four leaves of `host` as they are on this machine, against the CA that signs
+        now (read only: `cert_rules.judge_leaf` judges them, `issue_host_cert` replaces one)."""
+        ca_cert, _ = self._load_ca()
+        return {
+            kind: _read_leaf(*self.host_cert_paths(host.name, kind), ca_cert)
+            for kind in HOST_CERT_KINDS
+        }
+
+    def read_client_cert(self) -> LeafSeen:
+        """This machine's own client cert as it is (read only)."""
+        return _read_leaf(self.client_cert_path, self.client_key_path, self._load_ca()[0])
+
+    def issue_host_cert(self, inv: Inventory, host: Host, kind: str, reason: str) -> IssuedCert:
+        """A new `kind` cert and key for `host`, from the CA that signs now, written here
+        (whatever the old one was: the caller judged it)."""
+        crt, key = self.host_cert_paths(host.name, kind)
+        profile = _host_profile(inv, host, kind)
+        return self._issue(kind, crt, key, profile, inv.cluster.cert_days, f"issued: {reason}")
 
     @property
     def client_cert_path(self) -> Path:
@@ -628,7 +587,7 @@ class LocalPKI:
             CLIENT_CERT_NAME,
             self.client_cert_path,
             self.client_key_path,
-            _CLIENT_PROFILE,
+            CLIENT_PROFILE,
             days,
             DEFAULT_RENEW_WITHIN_DAYS,
             False,

@@ -41,7 +41,13 @@ import httpx
 
 from orchestrator.adapters.localfs import fsync_dir, write_atomic
 from orchestrator.core.errors import PreflightError
-from orchestrator.core.rules import needs_release_pin, redact_url, release_pin_key, version_problem
+from orchestrator.core.rules import (
+    Version,
+    needs_release_pin,
+    redact_url,
+    release_pin_key,
+    version_problem,
+)
 
 ARCH_BY_UNAME = {
     "x86_64": "amd64",
@@ -398,7 +404,7 @@ def _store_sums(vdir: Path, source_key: str, data: bytes) -> None:
 
 def fetch_release(
     release_url: str,
-    version: str,
+    version: Version | str,
     arch: str,
     *,
     cache_dir: Path | None = None,
@@ -414,18 +420,18 @@ def fetch_release(
     PreflightError with a one-line message naming the URL (a password in it redacted).
     `sha256`: the tarball's hash pinned in the inventory (`cluster.release_sha256`); it
     replaces SHA256SUMS, which is then not fetched (it may come from the same plain-http
-    server as the tarball).
+    server as the tarball). A `Version` was checked when it was parsed (the inventory's, or
+    `upgrade`'s target); a string is checked here (`rules.version_problem`).
     """
-    problem = version_problem(version)
-    if problem is not None:
-        raise PreflightError(f"etcd release: {problem}")
+    if not isinstance(version, Version):
+        problem = version_problem(version)
+        if problem is not None:
+            raise PreflightError(f"etcd release: {problem}")
+    version = str(version)
     if arch not in set(ARCH_BY_UNAME.values()):
         raise PreflightError(f"unsupported etcd architecture {arch!r}")
-    name = tarball_name(version, arch)
-    top_dir = top_dir_name(version, arch)
     cache = (cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
     vdir = cache / f"v{version}"
-    final = vdir / name
     source = _Source(release_url, timeout)
     if sha256 is None and needs_release_pin(release_url):
         raise PreflightError(
@@ -433,26 +439,8 @@ def fetch_release(
             f'tarball\'s sha256 in cluster.release_sha256 ("{release_pin_key(version, arch)}" '
             '= "<sha256>") or use https://'
         )
-    rel_sums = f"v{version}/{SUMS_NAME}"
-    rel_tar = f"v{version}/{name}"
-    tar_where = source.where(rel_tar)
+    want = _Wanted(version, arch, source, vdir)
     note = log or (lambda _msg: None)
-
-    def finish(path: Path, sha: str, size: int) -> Release:
-        # The layout check reads the whole archive: its result is kept beside the tarball,
-        # keyed by the tarball's sha256, so a warm run does not pay for it again.
-        checked = path.with_name(path.name + ".layout")
-        record = checked.read_text().split() if checked.exists() else []
-        if record[:1] == [sha]:
-            return Release(version, arch, final, sha, size, top_dir, tuple(record[1:]))
-        try:
-            binaries = verify_layout(path, top_dir)
-        except ValueError as exc:
-            raise PreflightError(
-                f"bad etcd release tarball {name} from {tar_where}: {exc}"
-            ) from None
-        checked.write_text(" ".join((sha, *binaries)) + "\n")
-        return Release(version, arch, final, sha, size, top_dir, binaries)
 
     try:
         vdir.mkdir(parents=True, exist_ok=True)
@@ -463,71 +451,150 @@ def fetch_release(
         if sha256 is not None:
             expected, origin = sha256.lower(), "the pin in cluster.release_sha256"
         else:
-            # Warm cache: no request at all.
-            sums = _cached_sums(vdir, source.key)
-            if sums is not None and name in sums:
-                cached = _sha256_if_file(final)
-                if cached is not None and cached[0] == sums[name]:
-                    return finish(final, *cached)
-
-            # Fresh SHA256SUMS from the source.
-            sums_where = source.where(rel_sums)
-            try:
-                data = source.read_small(rel_sums)
-            except _NotFound as exc:
-                if source.exists(rel_tar) is False:
-                    raise PreflightError(
-                        f"etcd {version} for linux-{arch} not found at {tar_where}{exc.suffix()}"
-                    ) from None
-                raise PreflightError(
-                    f"no SHA256SUMS for etcd {version} at {sums_where}{exc.suffix()}: "
-                    f"cannot verify {name}"
-                ) from None
-            sums = parse_sha256sums(data.decode("utf-8", "replace"))
-            found = sums.get(name)
-            if found is None:
-                raise PreflightError(f"SHA256SUMS at {sums_where} has no entry for {name}")
-            _store_sums(vdir, source.key, data)
-            expected, origin = found, f"SHA256SUMS from {sums_where}"
-
-        # A cached tarball that still matches is kept; one that does not is fetched again.
-        cached = _sha256_if_file(final)
-        if cached is not None:
-            if cached[0] == expected:
-                return finish(final, *cached)
-            note(
-                f"cached {final} does not match {origin} "
-                f"(expected {expected}, got {cached[0]}): deleting it and downloading again"
-            )
-            with contextlib.suppress(FileNotFoundError):
-                final.unlink()
-
-        _sweep_stale_parts(vdir)
-        part = _part_path(final)
-        try:
-            with open(part, "wb") as out:
-                try:
-                    actual = source.copy_to(rel_tar, out, progress)
-                except _NotFound as exc:
-                    raise PreflightError(
-                        f"etcd {version} for linux-{arch} not found at {tar_where}{exc.suffix()}"
-                    ) from None
-                out.flush()
-                os.fsync(out.fileno())
-            if actual != expected:
-                raise PreflightError(
-                    f"checksum mismatch for {name} from {tar_where}: "
-                    f"expected {expected}, got {actual}"
-                    + (" (expected: the pin in cluster.release_sha256)" if sha256 else "")
-                )
-            release = finish(part, actual, part.stat().st_size)
-            os.replace(part, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                part.unlink()
-        fsync_dir(vdir)
-        return release
+            warm = _warm_release(want)  # no request at all
+            if warm is not None:
+                return warm
+            expected, origin = _expected_from_sums(want)
+        kept = _kept_release(want, expected, origin, note)
+        if kept is not None:
+            return kept
+        return _download(want, expected, progress, pinned=bool(sha256))
     except OSError as exc:
         raise PreflightError(f"cannot write release cache {vdir}: {exc.strerror or exc}") from None
     finally:
         source.close()
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """The tarball one `fetch_release` call wants, where it comes from and where it is kept."""
+
+    version: str
+    arch: str
+    source: _Source
+    vdir: Path  # {cache}/v{version}
+
+    @property
+    def name(self) -> str:
+        return tarball_name(self.version, self.arch)
+
+    @property
+    def top_dir(self) -> str:
+        return top_dir_name(self.version, self.arch)
+
+    @property
+    def final(self) -> Path:
+        return self.vdir / self.name
+
+    @property
+    def rel_tar(self) -> str:
+        return f"v{self.version}/{self.name}"
+
+    @property
+    def rel_sums(self) -> str:
+        return f"v{self.version}/{SUMS_NAME}"
+
+    @property
+    def tar_where(self) -> str:
+        return self.source.where(self.rel_tar)
+
+    def not_found(self, exc: _NotFound) -> PreflightError:
+        return PreflightError(
+            f"etcd {self.version} for linux-{self.arch} not found at {self.tar_where}{exc.suffix()}"
+        )
+
+
+def _finish(want: _Wanted, path: Path, sha: str, size: int) -> Release:
+    """The release in `path` (its final place, or the download before it is moved there),
+    its layout checked. The layout check reads the whole archive: its result is kept beside
+    the tarball, keyed by the tarball's sha256, so a warm run does not pay for it again."""
+    checked = path.with_name(path.name + ".layout")
+    record = checked.read_text().split() if checked.exists() else []
+    if record[:1] == [sha]:
+        return Release(
+            want.version, want.arch, want.final, sha, size, want.top_dir, tuple(record[1:])
+        )
+    try:
+        binaries = verify_layout(path, want.top_dir)
+    except ValueError as exc:
+        raise PreflightError(
+            f"bad etcd release tarball {want.name} from {want.tar_where}: {exc}"
+        ) from None
+    checked.write_text(" ".join((sha, *binaries)) + "\n")
+    return Release(want.version, want.arch, want.final, sha, size, want.top_dir, binaries)
+
+
+def _warm_release(want: _Wanted) -> Release | None:
+    """The cached tarball when the cached SHA256SUMS from this source vouches for it."""
+    sums = _cached_sums(want.vdir, want.source.key)
+    if sums is not None and want.name in sums:
+        cached = _sha256_if_file(want.final)
+        if cached is not None and cached[0] == sums[want.name]:
+            return _finish(want, want.final, *cached)
+    return None
+
+
+def _expected_from_sums(want: _Wanted) -> tuple[str, str]:
+    """The tarball's sha256 in a fresh SHA256SUMS from the source (then cached), and where
+    it came from."""
+    sums_where = want.source.where(want.rel_sums)
+    try:
+        data = want.source.read_small(want.rel_sums)
+    except _NotFound as exc:
+        if want.source.exists(want.rel_tar) is False:
+            raise want.not_found(exc) from None
+        raise PreflightError(
+            f"no SHA256SUMS for etcd {want.version} at {sums_where}{exc.suffix()}: "
+            f"cannot verify {want.name}"
+        ) from None
+    sums = parse_sha256sums(data.decode("utf-8", "replace"))
+    found = sums.get(want.name)
+    if found is None:
+        raise PreflightError(f"SHA256SUMS at {sums_where} has no entry for {want.name}")
+    _store_sums(want.vdir, want.source.key, data)
+    return found, f"SHA256SUMS from {sums_where}"
+
+
+def _kept_release(want: _Wanted, expected: str, origin: str, note: Log) -> Release | None:
+    """A cached tarball that still matches is kept; one that does not is deleted (to be
+    fetched again)."""
+    final = want.final
+    cached = _sha256_if_file(final)
+    if cached is None:
+        return None
+    if cached[0] == expected:
+        return _finish(want, final, *cached)
+    note(
+        f"cached {final} does not match {origin} "
+        f"(expected {expected}, got {cached[0]}): deleting it and downloading again"
+    )
+    with contextlib.suppress(FileNotFoundError):
+        final.unlink()
+    return None
+
+
+def _download(want: _Wanted, expected: str, progress: Progress | None, *, pinned: bool) -> Release:
+    """Download the tarball to a unique `.part`, check it, then move it into place."""
+    _sweep_stale_parts(want.vdir)
+    part = _part_path(want.final)
+    try:
+        with open(part, "wb") as out:
+            try:
+                actual = want.source.copy_to(want.rel_tar, out, progress)
+            except _NotFound as exc:
+                raise want.not_found(exc) from None
+            out.flush()
+            os.fsync(out.fileno())
+        if actual != expected:
+            raise PreflightError(
+                f"checksum mismatch for {want.name} from {want.tar_where}: "
+                f"expected {expected}, got {actual}"
+                + (" (expected: the pin in cluster.release_sha256)" if pinned else "")
+            )
+        release = _finish(want, part, actual, part.stat().st_size)
+        os.replace(part, want.final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+    fsync_dir(want.vdir)
+    return release

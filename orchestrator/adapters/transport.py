@@ -9,6 +9,7 @@ inventory's known_hosts and a policy that rejects unknown keys.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import threading
 import time
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import paramiko
-from fabric import Config, Connection
+
+# fabric ships no type information and no stub package exists for it (paramiko's: types-paramiko).
+from fabric import Config, Connection  # type: ignore[import-untyped]
 
 from orchestrator.core.errors import PreflightError, TransportError
 from orchestrator.core.inventory import Host, Inventory, jump_host_address
@@ -348,7 +351,7 @@ class Pool:
         self.inv = inv
         _check_local_ssh_files(inv)
         self.connections = {
-            h.name: HostConnection(inv, h, log=lambda m, n=h.name: log(n, m)) for h in inv.hosts
+            h.name: HostConnection(inv, h, log=functools.partial(log, h.name)) for h in inv.hosts
         }
 
     def __getitem__(self, name: str) -> HostConnection:

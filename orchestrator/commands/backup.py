@@ -3,7 +3,6 @@ hosts. Snapshots contain every secret the cluster holds: they are written 0600."
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -26,20 +25,13 @@ from orchestrator.adapters.snapshot import (
 )
 from orchestrator.adapters.state_dir import BACKUPS_DIR, SCHEDULE_FILE
 from orchestrator.core.errors import ClusterUnhealthy, EtcdDeployError, UsageError
-from orchestrator.core.host_plan import (
-    BACKUP_TIMER_PATH,
-    BACKUP_UNIT_PATH,
-    HOST_BACKUP_DIR,
-    DesiredFile,
-)
-from orchestrator.core.render import (
-    render_backup_script,
-    render_backup_service,
-    render_backup_timer,
-)
+from orchestrator.core.host_plan import BACKUP_TIMER_PATH, BACKUP_UNIT_PATH, HOST_BACKUP_DIR
+from orchestrator.core.plan import Step
+from orchestrator.core.planners.schedule import backup_script_path, plan_schedule
 from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.hosts import locked_hosts, raise_for_failures
+from orchestrator.engine.executor import Execution, Handler, execute, show_plan
+from orchestrator.engine.hosts import locked_hosts
 from orchestrator.engine.operations import apply_files
 
 if TYPE_CHECKING:
@@ -159,40 +151,8 @@ def show_backup(ctx: RunContext, result: BackupResult, *, as_json: bool) -> None
 # -- scheduled backups on the hosts ---------------------------------------------------------
 
 
-def _schedule_files(ctx: RunContext, host_name: str, every: str, keep: int) -> list[DesiredFile]:
-    inv = ctx.inv
-    host = inv.host(host_name)
-    script = f"{inv.cluster.install_dir}/etcd-backup.sh"
-    return [
-        DesiredFile(
-            script,
-            render_backup_script(inv, host, keep=keep, folder=HOST_BACKUP_DIR).encode(),
-            0o700,
-            "root",
-            "root",
-            "backup",
-        ),
-        DesiredFile(
-            BACKUP_UNIT_PATH,
-            render_backup_service(inv, script, HOST_BACKUP_DIR).encode(),
-            0o644,
-            "root",
-            "root",
-            "backup",
-        ),
-        DesiredFile(
-            BACKUP_TIMER_PATH,
-            render_backup_timer(inv, every).encode(),
-            0o644,
-            "root",
-            "root",
-            "backup",
-        ),
-    ]
-
-
 def schedule_off_script(ctx: RunContext) -> str:
-    script = shlex.quote(f"{ctx.inv.cluster.install_dir}/etcd-backup.sh")
+    script = shlex.quote(backup_script_path(ctx.inv))
     return "\n".join(
         [
             "systemctl disable --now etcd-backup.timer >/dev/null 2>&1 || true",
@@ -202,19 +162,36 @@ def schedule_off_script(ctx: RunContext) -> str:
     )
 
 
-def run_schedule(ctx: RunContext, *, every: str, keep: int, off: bool) -> None:
-    """Install (or with `off` remove) the backup timer on every host."""
-    names = [h.name for h in ctx.inv.hosts]
-    if not off:
-        render_backup_timer(ctx.inv, every)  # validates --every before any host is touched
+def run_schedule(
+    ctx: RunContext,
+    *,
+    every: str,
+    keep: int,
+    off: bool,
+    dry_run: bool = False,
+    as_json: bool = False,
+) -> int:
+    """Install (or with `off` remove) the backup timer on every host (see
+    `core.planners.schedule`); a dry run prints the plan and touches no host."""
+    record = ctx.inv.cluster.state_dir / SCHEDULE_FILE
+    plan = plan_schedule(ctx.inv, every=every, keep=keep, off=off, record=str(record))
+    if dry_run:
+        return show_plan(ctx, plan, as_json=as_json)
+    with locked_hosts(ctx, "backup schedule", [h.name for h in ctx.inv.hosts]):
+        execute(ctx, plan, _schedule_handlers(ctx, every, keep))
+    return 0
 
-    def one(conn: HostConnection) -> None:
-        if off:
+
+def _schedule_handlers(ctx: RunContext, every: str, keep: int) -> dict[str, Handler]:
+    def schedule(step: Step, _run: Execution) -> None:
+        assert step.host is not None
+        conn = ctx.conn(step.host)
+        if "files" not in step.args:
             conn.run(schedule_off_script(ctx))
             ctx.ui.info(f"schedule {conn.name}", "backup timer removed")
             return
         conn.run(f"install -d -m 0700 -o root -g root {shlex.quote(HOST_BACKUP_DIR)}")
-        apply_files(conn, _schedule_files(ctx, conn.name, every, keep))
+        apply_files(conn, step.args["files"])
         conn.run(
             "systemctl enable --quiet --now etcd-backup.timer && "
             "systemctl restart etcd-backup.timer"
@@ -224,15 +201,15 @@ def run_schedule(ctx: RunContext, *, every: str, keep: int, off: bool) -> None:
             f"snapshot every {every} into {HOST_BACKUP_DIR}, keeping the last {keep}",
         )
 
-    with locked_hosts(ctx, "backup schedule", names):
-        raise_for_failures(ctx, "schedule", ctx.pool.map(one, names))
-    record = ctx.inv.cluster.state_dir / SCHEDULE_FILE
-    if off:
-        record.unlink(missing_ok=True)
-    else:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({"every": every, "keep": keep, "folder": HOST_BACKUP_DIR})
-        write_atomic(record, data.encode(), 0o600)
+    def record(step: Step, _run: Execution) -> None:
+        path = ctx.inv.cluster.state_dir / SCHEDULE_FILE
+        if step.args["off"]:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, step.args["data"], 0o600)
+
+    return {"schedule": schedule, "record": record}
 
 
 def schedule_installed(ctx: RunContext) -> bool:

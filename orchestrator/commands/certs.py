@@ -3,29 +3,41 @@
 etcd re-reads its cert and key files on every new TLS handshake, so renewed leaves take
 effect with no restart; it loads the trusted CA file once, at start, so a new CA goes out
 as an old+new bundle through the rolling engine first.
+
+`check` only reads. `renew` and `rotate-ca` observe (the hosts' facts, with the run locks; a
+dry run reads them without), read the leaves on this machine and the rotation's stage, and
+let `core.planners.certs` decide what is issued and why; `--dry-run` prints that plan and
+the executor runs it (issuing writes only here: the CA key never leaves this machine).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import shlex
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.adapters.etcd_api import Member
+from orchestrator.adapters.etcd_api import EtcdApiError
 from orchestrator.adapters.lock import new_owner
 from orchestrator.adapters.pki import IssuedCert, cert_info, desired_sans
 from orchestrator.adapters.tls_probe import served_certificate
-from orchestrator.core.errors import EXIT_CHANGES_PENDING, PhaseFailure, TransportError, UsageError
+from orchestrator.core.cluster_view import ClusterView
+from orchestrator.core.errors import PhaseFailure, TransportError, UsageError
+from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_plan import ca_file, cert_files
 from orchestrator.core.inventory import Host
+from orchestrator.core.plan import Step
+from orchestrator.core.planners.certs import CertsObserved, plan_renew, plan_rotate_ca
+from orchestrator.core.planners.rolling import NOT_A_MEMBER
 from orchestrator.core.render import HOST_CERT_KINDS, pki_paths
-from orchestrator.engine.cluster import wait_healthy
+from orchestrator.engine.cluster import observe, wait_healthy
 from orchestrator.engine.context import RunContext
+from orchestrator.engine.executor import Execution, Handler, execute, show_plan
 from orchestrator.engine.hosts import locked_hosts, raise_for_failures
+from orchestrator.engine.identity import read_unlocked
 from orchestrator.engine.operations import apply_files
-from orchestrator.engine.phases import ca_facts, check_ca, start_and_wait
+from orchestrator.engine.phases import ca_facts, ca_trust_of, start_and_wait
 from orchestrator.engine.polling import Backoff
-from orchestrator.engine.rolling import roll
 
 if TYPE_CHECKING:
     from orchestrator.adapters.transport import HostConnection
@@ -177,19 +189,7 @@ def run_check(ctx: RunContext, *, warn_days: float, as_json: bool) -> int:
     return EXIT_CERTS_DUE if due else 0
 
 
-# -- renewal ----------------------------------------------------------------------------------
-
-
-def _push(ctx: RunContext, issued: dict[str, dict[str, IssuedCert]]) -> None:
-    """Send the re-issued certs and keys to their hosts, in parallel, in one command each."""
-
-    def one(conn: HostConnection) -> None:
-        certs = {k: (c.cert_pem, c.key_pem) for k, c in issued[conn.name].items() if c.changed}
-        if certs:
-            apply_files(conn, cert_files(ctx.inv, certs))
-            ctx.ui.info(f"renew {conn.name}", "pushed " + ", ".join(certs))
-
-    raise_for_failures(ctx, "renew", ctx.pool.map(one, list(issued)))
+# -- renewal and CA rotation: observe, plan (`core.planners.certs`), execute -------------------
 
 
 def prove_served(ctx: RunContext, host: Host, kinds: dict[str, str]) -> None:
@@ -222,156 +222,180 @@ def prove_served(ctx: RunContext, host: Host, kinds: dict[str, str]) -> None:
     ctx.ui.info(f"renew {host.name}", "serving the new certs: " + ", ".join(kinds))
 
 
-def _renew_dry_run(ctx: RunContext, hosts: list[Host], within: int | None) -> int:
-    """Which leaves `certs renew` would re-issue, and why; exit 10 when any (like `plan`)."""
-    if not ctx.pki.ca_cert_path.exists():
-        raise UsageError(f"no CA in {ctx.pki.pki_dir}: nothing to renew (etcd-deploy up makes it)")
-    pending = False
-    for host in hosts:
-        certs = ctx.pki.ensure_host_certs(
-            ctx.inv,
-            host,
-            renew_within_days=within if within is not None else 0,
-            force=within is None,
-            dry_run=True,
-        )
-        for cert in certs.values():
-            pending |= cert.changed
-            verdict = cert.reason.replace("issued:", "would re-issue:", 1)
-            ctx.ui.print(f"[renew {host.name}] {cert.kind}: {verdict}")
-    return EXIT_CHANGES_PENDING if pending else 0
+def _observed(
+    ctx: RunContext, hosts: list[Host], facts: dict[str, HostFacts], **more: Any
+) -> CertsObserved:
+    """The leaves of `hosts` as they are on this machine, and whose CA each host trusts."""
+    return CertsObserved(
+        leaves={h.name: ctx.pki.read_host_certs(h) for h in hosts},
+        facts=facts,
+        trust=ca_trust_of(ctx, facts),
+        now=dt.datetime.now(dt.UTC),
+        pki_dir=str(ctx.pki.ca_cert_path.parent),
+        **more,
+    )
+
+
+@dataclass
+class _Handlers:
+    """What each step of `certs renew` / `certs rotate-ca` does; the leaves issued so far."""
+
+    ctx: RunContext
+    issued: dict[str, dict[str, IssuedCert]] = field(default_factory=dict)
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            "issue": self.issue,
+            "push": self.push,
+            "start": self.start,
+            "prove": self.prove,
+            "healthy": self.healthy,
+            "new-ca": self.new_ca,
+            "trust": self.trust,
+            "switch": self.switch,
+            "client-cert": self.client_cert,
+            "end-rotation": self.end_rotation,
+        }
+
+    def issue(self, step: Step, _run: Execution) -> None:
+        """Written here, in the state dir (the CA key never leaves this machine)."""
+        ctx = self.ctx
+        host = ctx.inv.host(str(step.host))
+        cert = ctx.pki.issue_host_cert(ctx.inv, host, step.args["kind"], step.reason)
+        self.issued.setdefault(host.name, {})[cert.kind] = cert
+        ctx.ui.debug(step.label, f"{cert.kind}: {cert.reason}")
+
+    def push(self, step: Step, _run: Execution) -> None:
+        """The host's new certs and keys, in one command."""
+        ctx = self.ctx
+        certs = {k: (c.cert_pem, c.key_pem) for k, c in self.issued[str(step.host)].items()}
+        apply_files(ctx.conn(str(step.host)), cert_files(ctx.inv, certs))
+        ctx.ui.info(f"renew {step.host}", "pushed " + ", ".join(certs))
+
+    def start(self, step: Step, _run: Execution) -> None:
+        self.ctx.conn(str(step.host)).run("systemctl start --no-block etcd.service")
+        self.ctx.ui.info(f"renew {step.host}", "etcd was not running: started")
+
+    def prove(self, step: Step, _run: Execution) -> None:
+        """What the member serves is the cert on this machine (the one just issued)."""
+        pki = self.ctx.pki
+        host = self.ctx.inv.host(str(step.host))
+        kinds = {
+            k: cert_info(pki.host_cert_paths(host.name, k)[0].read_bytes()).sha256
+            for k in step.args["kinds"]
+        }
+        prove_served(self.ctx, host, kinds)
+
+    def healthy(self, step: Step, _run: Execution) -> None:
+        if step.args["reset_client"]:
+            self.ctx.reset_client()
+        wait_healthy(self.ctx.client(), timeout=step.args["timeout"])
+
+    def new_ca(self, _step: Step, _run: Execution) -> None:
+        ctx = self.ctx
+        ctx.pki.begin_ca_rotation(ctx.inv.cluster.ca_days)
+        ctx.ui.info("rotate-ca", "new CA made; every member will trust old and new")
+        ctx.reset_client()  # the client trusts the bundle from now on
+
+    def trust(self, step: Step, _run: Execution) -> None:
+        """The current trust file (bundle, or the CA alone) as the member's ca.crt, then a
+        restart: etcd reads its trusted CAs at start only (a rolling step: one at a time)."""
+        ctx = self.ctx
+        host = ctx.inv.host(str(step.host))
+        apply_files(ctx.conn(host), [ca_file(ctx.inv, ctx.pki.trust_pem())])
+        start_and_wait(ctx, host, f"rotate-ca {host.name}", restart=True)
+
+    def switch(self, _step: Step, _run: Execution) -> None:
+        self.ctx.pki.switch_to_next_ca()
+        self.ctx.ui.info("rotate-ca", "the new CA now signs; re-issuing every certificate")
+
+    def client_cert(self, _step: Step, _run: Execution) -> None:
+        self.ctx.pki.ensure_client_cert(self.ctx.inv.cluster.cert_days)
+        self.ctx.reset_client()
+
+    def end_rotation(self, _step: Step, _run: Execution) -> None:
+        self.ctx.pki.end_ca_rotation()
 
 
 def run_renew(
-    ctx: RunContext, *, within: int | None, names: list[str], dry_run: bool = False
+    ctx: RunContext,
+    *,
+    within: int | None,
+    names: list[str],
+    dry_run: bool = False,
+    as_json: bool = False,
 ) -> int:
     """Re-issue leaves (all, or those expiring within `within` days) and push them; start
-    members that are down (expired certs can have broken the cluster), prove what they serve."""
+    members that are down (expired certs can have broken the cluster), prove what they serve.
+    A dry run prints the plan (hosts read without locks; nothing issued or written)."""
     inv = ctx.inv
     hosts = [inv.host(n) for n in names] if names else list(inv.hosts)
+    scope = [h.name for h in hosts]
     if dry_run:
-        return _renew_dry_run(ctx, hosts, within)
+        if not ctx.pki.ca_cert_path.exists():
+            raise UsageError(
+                f"no CA in {ctx.pki.pki_dir}: nothing to renew (etcd-deploy up makes it)"
+            )
+        ctx.pki.require_ca()
+        facts = read_unlocked(ctx, scope, ca_facts(ctx, scope))
+        plan = plan_renew(inv, _observed(ctx, hosts, facts), within=within, names=scope)
+        return show_plan(ctx, plan, as_json=as_json)
     ctx.lock_state(new_owner("certs renew"))
     created = ctx.pki.ensure_ca(inv.cluster.ca_days)
     ctx.pki.ensure_client_cert(inv.cluster.cert_days)
     ctx.reset_client()
-    scope = [h.name for h in hosts]
     with locked_hosts(ctx, "certs renew", scope, files=ca_facts(ctx, scope)) as facts:
-        check_ca(ctx, facts, created)
-        issued = {
-            h.name: ctx.pki.ensure_host_certs(
-                inv,
-                h,
-                renew_within_days=within if within is not None else 0,
-                force=within is None,
-            )
-            for h in hosts
-        }
-        if not any(c.changed for certs in issued.values() for c in certs.values()):
+        obs = _observed(ctx, hosts, facts, ca_created=created)
+        plan = plan_renew(inv, obs, within=within, names=scope)
+        if not plan.refusals and not plan.changes:
             ctx.ui.info("renew", f"nothing expires within {within} days; nothing to do")
             return 0
-        _push(ctx, issued)
-        for host in hosts:
-            if facts[host.name].has_data and not facts[host.name].running:
-                ctx.conn(host).run("systemctl start --no-block etcd.service")
-                ctx.ui.info(f"renew {host.name}", "etcd was not running: started")
-        for host in hosts:
-            served = {
-                k: cert_info(c.cert_pem).sha256
-                for k, c in issued[host.name].items()
-                if c.changed and k in ("server", "peer")
-            }
-            if served and facts[host.name].has_data:
-                prove_served(ctx, host, served)
-        wait_healthy(ctx.client(), timeout=120)
+        execute(ctx, plan, _Handlers(ctx).table())
     ctx.ui.info("done", "certificates renewed; no etcd restart was needed")
     return 0
 
 
-# -- CA rotation --------------------------------------------------------------------------------
+def _rotation_observed(ctx: RunContext, facts: dict[str, HostFacts]) -> CertsObserved:
+    """Besides the leaves: the rotation's stage, this machine's own client cert, and the
+    cluster as its members answer (None when none does: the first step waits for it)."""
+    try:
+        view: ClusterView | None = observe(ctx.client())
+    except EtcdApiError:
+        view = None
+    return _observed(
+        ctx,
+        list(ctx.inv.hosts),
+        facts,
+        stage=ctx.pki.rotation_stage,
+        view=view,
+        client=ctx.pki.read_client_cert(),
+    )
 
 
-def _roll_out_trust(ctx: RunContext, what: str) -> None:
-    """Write the current trust file (bundle or CA) as every member's ca.crt and restart each
-    member, one at a time, leader last: etcd reads its trusted CAs at start only."""
-    ca = ca_file(ctx.inv, ctx.pki.trust_pem())
-
-    def restart(host: Host, _member: Member) -> None:
-        apply_files(ctx.conn(host), [ca])
-        start_and_wait(ctx, host, f"rotate-ca {host.name}", restart=True)
-
-    roll(ctx, list(ctx.inv.hosts), restart, phase="rotate-ca", describe=what)
-
-
-def _require_rotation_to_finish(ctx: RunContext) -> None:
-    if ctx.pki.rotation_stage != "switched":
-        raise UsageError("no CA rotation to finish: run etcd-deploy certs rotate-ca first")
-
-
-def _rotate_ca_dry_run(ctx: RunContext, *, finish: bool) -> int:
-    """The steps `certs rotate-ca` (or its --finish) would take from the current stage, and
-    the order of the members' restarts."""
-    ctx.pki.require_ca()
-    stage = ctx.pki.rotation_stage
-    if finish:
-        _require_rotation_to_finish(ctx)
-        describe = "trust only the new CA (restart)"
-    else:
-        if stage == "":
-            ctx.ui.print("[rotate-ca] would make a new CA; every member would trust old and new")
-        describe = "trust old and new CA (restart)"
-    hosts = list(ctx.inv.hosts)
-    if finish or stage in ("", "begun"):
-        roll(ctx, hosts, lambda _h, _m: None, phase="rotate-ca", describe=describe, dry_run=True)
-    if not finish:
-        ctx.ui.print(
-            "[rotate-ca] would then sign with the new CA, re-issue and push every leaf cert "
-            "(no restart), and prove each member serves its new certs"
-        )
-    return 0
-
-
-def run_rotate_ca(ctx: RunContext, *, finish: bool, dry_run: bool = False) -> int:
+def run_rotate_ca(
+    ctx: RunContext, *, finish: bool, dry_run: bool = False, as_json: bool = False
+) -> int:
+    """Replace the CA without downtime (see `core.planners.certs`); a dry run prints the
+    plan (hosts read without locks; no CA made, nothing issued or written)."""
     inv = ctx.inv
     pki = ctx.pki
+    names = [h.name for h in inv.hosts]
     if dry_run:
-        return _rotate_ca_dry_run(ctx, finish=finish)
+        pki.require_ca()
+        facts = read_unlocked(ctx, names, ca_facts(ctx, names))
+        plan = plan_rotate_ca(inv, _rotation_observed(ctx, facts), finish=finish)
+        return show_plan(ctx, plan, as_json=as_json)
     ctx.lock_state(new_owner("certs rotate-ca"))
     pki.require_ca()
-    names = [h.name for h in inv.hosts]
     with locked_hosts(ctx, "certs rotate-ca", names, files=ca_facts(ctx, names)) as facts:
-        check_ca(ctx, facts, created_now=False)
-        wait_healthy(ctx.client(), timeout=60)
-        if finish:
-            _require_rotation_to_finish(ctx)
-            pki.end_ca_rotation()
-            _roll_out_trust(ctx, "trust only the new CA (restart)")
-            ctx.reset_client()
-            wait_healthy(ctx.client(), timeout=60)
-            ctx.ui.info("done", "the old CA is gone from every member")
-            return 0
-        if pki.rotation_stage == "":
-            pki.begin_ca_rotation(inv.cluster.ca_days)
-            ctx.ui.info("rotate-ca", "new CA made; every member will trust old and new")
-        if pki.rotation_stage == "begun":
-            ctx.reset_client()
-            _roll_out_trust(ctx, "trust old and new CA (restart)")
-            pki.switch_to_next_ca()
-            ctx.ui.info("rotate-ca", "the new CA now signs; re-issuing every certificate")
-        issued = {
-            h.name: pki.ensure_host_certs(inv, h, renew_within_days=inv.cluster.renew_within_days)
-            for h in inv.hosts
-        }
-        _push(ctx, issued)
-        pki.ensure_client_cert(inv.cluster.cert_days)
-        ctx.reset_client()
-        for host in inv.hosts:
-            prove_served(
-                ctx,
-                host,
-                {k: cert_info(issued[host.name][k].cert_pem).sha256 for k in ("server", "peer")},
-            )
-        wait_healthy(ctx.client(), timeout=60)
+        plan = plan_rotate_ca(inv, _rotation_observed(ctx, facts), finish=finish)
+        for noop in plan.noops:
+            if noop.reason == NOT_A_MEMBER:  # as the rolling engine always said it
+                ctx.ui.warn(f"rotate-ca {noop.host}", f"{NOT_A_MEMBER}; skipped")
+        execute(ctx, plan, _Handlers(ctx).table())
+    if finish:
+        ctx.ui.info("done", "the old CA is gone from every member")
+        return 0
     ctx.ui.print(
         f"Every member now serves certs of the new CA and trusts old and new.\n"
         f"For Kubernetes: give kube-apiserver the bundle {pki.bundle_path} as --etcd-cafile and "

@@ -4,10 +4,10 @@ add, after the member is gone on a remove)."""
 
 from __future__ import annotations
 
+from orchestrator.adapters.inventory_file import add_host_to_file, remove_host_from_file
 from orchestrator.adapters.lock import new_owner
 from orchestrator.commands.up import run_up
 from orchestrator.core.errors import EtcdDeployError, SafetyRefusal, UsageError
-from orchestrator.core.inventory import add_host_to_file, remove_host_from_file
 from orchestrator.core.quorum import check_remove
 from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext

@@ -1,50 +1,64 @@
 """`restore SNAPSHOT --yes` and `up --from-snapshot`: a new cluster from one snapshot file.
 
-Phases: [verify] the file (before anything stops) -> [facts] and locks -> [certs] ->
-[install HOST] -> [stop] -> [restore HOST] (old data dir moved aside, never deleted) ->
-[start] all members -> [done] with key count and revision.
+Observe: the file, checked on this machine before any host is read (etcd's trailing hash,
+then etcd's own `snapshot status` when this machine can run the release) -> [facts] of
+every host with what proves whose it is (and the run locks; without --yes, or with
+--dry-run, read without them). Plan (`core.planners.restore`): refused when a host may hold
+another cluster (or, for --from-snapshot, any etcd data). Execute: [verify] -> [certs] ->
+[release] -> [install HOST] -> [check] -> [restore HOST] (the file sent, checked on the
+host and restored next to the data dir: on every host before any member stops) -> [stop
+HOST] -> [aside HOST] (old data dir moved aside, never deleted) -> [start] all members ->
+[healthy], then [done] with key count and revision.
 """
 
 from __future__ import annotations
 
 import secrets
 import shlex
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from orchestrator.adapters.release import Release
 from orchestrator.adapters.snapshot import verify_integrity
 from orchestrator.commands.backup import status_of_snapshot
 from orchestrator.core.errors import SafetyRefusal, UsageError
-from orchestrator.core.host_plan import plan_host
-from orchestrator.core.inventory import Host
-from orchestrator.core.ownership import RESTORE_PREFIX, DirFacts
-from orchestrator.core.versions import parse_version
+from orchestrator.core.facts import HostFacts
+from orchestrator.core.host_lock import LockOwner
+from orchestrator.core.host_plan import HostPlan, desired_files, plan_host
+from orchestrator.core.inventory import Host, Inventory
+from orchestrator.core.member_env import member_env
+from orchestrator.core.ownership import RESTORE_PREFIX, Marker
+from orchestrator.core.plan import Plan, Step
+from orchestrator.core.planners.restore import (
+    RestoreObserved,
+    SnapshotCheck,
+    plan_restore,
+    stage_dir,
+)
+from orchestrator.core.versions import Version
 from orchestrator.engine.cluster import wait_healthy
 from orchestrator.engine.context import RunContext
+from orchestrator.engine.executor import Execution, Handler, execute, show_plan
 from orchestrator.engine.hosts import gather_facts, raise_for_failures, release_locks
-from orchestrator.engine.identity import gather_identified
+from orchestrator.engine.identity import lock_and_read, observe_identity, read_unlocked
 from orchestrator.engine.operations import aside_lines, marker_lines
 from orchestrator.engine.phases import (
     START_TIMEOUT,
-    Observed,
-    desired_for,
-    fetch_releases,
-    install_hosts,
+    fetch_one_release,
+    install_host,
     issue_certs,
-    member_env,
     start_new_cluster,
 )
 
-if TYPE_CHECKING:
-    from orchestrator.adapters.transport import HostConnection
-
 q = shlex.quote
 RESTORE_TIMEOUT = 3600.0  # the upload of a large snapshot, then etcd's own restore
+STOP = "systemctl stop etcd.service 2>/dev/null || true"
 
 
 def restore_command(
-    ctx: RunContext,
+    inv: Inventory,
     host: Host,
     snapshot: str,
     token: str,
@@ -53,11 +67,10 @@ def restore_command(
     data_dir: str | None = None,
 ) -> str:
     """etcd's own restore for one member (etcdutl from 3.5, etcdctl on 3.4)."""
-    inv = ctx.inv
     c = inv.cluster
     tool = (
         f"{q(c.install_dir)}/etcdutl"
-        if parse_version(c.etcd_version) >= parse_version("3.5.0")
+        if c.etcd_version >= Version(3, 5, 0)
         else f"ETCDCTL_API=3 {q(c.install_dir)}/etcdctl"
     )
     args = [
@@ -82,50 +95,62 @@ def restore_command(
     return f"{tool} " + " ".join(q(a) for a in args)
 
 
-def restore_script(
-    ctx: RunContext,
+def stage_script(
+    inv: Inventory,
     host: Host,
     token: str,
     sha256: str,
-    stamp: str,
     bump_revision: int | None,
     mark_compacted: bool,
     *,
     mount_point: bool,
 ) -> str:
-    """Restore from the snapshot on stdin next to the data dir, and only once the file
-    arrived whole (its sha256) and etcd's own restore succeeded (it checks the snapshot's
-    hash): stop etcd, move the old data aside (never deleted; a mount point keeps its
-    place), put the restored member in, mark and own it."""
-    c = ctx.inv.cluster
-    data = q(c.data_dir)
+    """Receive the snapshot on stdin, check that it arrived whole (its sha256), and restore
+    the member from it with etcd's own restore (which checks the snapshot's hash) into a
+    folder next to the data dir, on its file system (inside it when it is a mount point).
+    Nothing is stopped, moved or owned here."""
+    data = q(inv.cluster.data_dir)
     snap = f"/var/tmp/etcd-deploy-restore-{token}.db"
-    # Next to the data dir, on its file system: inside it when it is a mount point.
-    if mount_point:
-        stage = f"{c.data_dir}/{RESTORE_PREFIX}{token}"
-    else:
-        stage = f"{c.data_dir}.etcd-deploy-restore-{token}"
+    stage = stage_dir(inv.cluster.data_dir, token, mount_point=mount_point)
+    return "\n".join(
+        [
+            "set -e",
+            "umask 077",
+            f"trap 'rm -f {snap}' EXIT",
+            f"cat > {snap}",
+            f"printf '%s  %s\\n' {sha256} {snap} | sha256sum -c --quiet --strict -",
+            # What restores cut short left: ours, by their names.
+            f"rm -rf {data}{RESTORE_PREFIX}* {data}/{RESTORE_PREFIX}*",
+            restore_command(inv, host, snap, token, bump_revision, mark_compacted, stage),
+        ]
+    )
+
+
+def swap_script(
+    inv: Inventory, token: str, stamp: str, marker: Marker, *, mount_point: bool
+) -> str:
+    """Once etcd is stopped (again, to be sure) and the restored member is there: move the
+    old data aside (never deleted; a mount point keeps its place), put the restored member
+    in, mark and own it. Prints where the old data went."""
+    c = inv.cluster
+    data = q(c.data_dir)
+    stage = q(stage_dir(c.data_dir, token, mount_point=mount_point))
     return "\n".join(
         [
             "set -e",
             "umask 077",
             "trap '' PIPE",  # a connection lost from here on must not kill it half-way
-            f"trap 'rm -f {snap}' EXIT",
-            f"cat > {snap}",
-            f"printf '%s  %s\\n' {sha256} {snap} | sha256sum -c --quiet --strict -",
-            # What restores cut short left: ours, by their names.
-            f"rm -rf {data}.etcd-deploy-restore-* {data}/{RESTORE_PREFIX}*",
-            restore_command(ctx, host, snap, token, bump_revision, mark_compacted, stage),
-            "systemctl stop etcd.service 2>/dev/null || true",
+            f"test -d {stage}/member || {{ echo 'no restored member in '{stage} >&2; exit 1; }}",
+            STOP,
             "aside=$(",
             *aside_lines(c.data_dir, f"before-restore-{stamp}"),
             ")",
-            f"if [ -d {data} ]; then mv -T {q(stage)}/member {data}/member; rm -rf {q(stage)}; "
-            f"else mv -T {q(stage)} {data}; fi",
+            f"if [ -d {data} ]; then mv -T {stage}/member {data}/member; rm -rf {stage}; "
+            f"else mv -T {stage} {data}; fi",
             f"chown -R etcd:etcd {data}/member",  # not what was moved aside inside it
             f"chown etcd:etcd {data}",
             f"chmod 0700 {data}",
-            *marker_lines(c.data_dir, ctx.marker()),
+            *marker_lines(c.data_dir, marker),
             'echo "$aside"',
         ]
     )
@@ -133,7 +158,9 @@ def restore_script(
 
 def _check_restore_flags(ctx: RunContext, name: str) -> None:
     """Older etcdutl lacks --bump-revision/--mark-compacted: find out before anything stops."""
-    tool = restore_command(ctx, ctx.inv.host(name), "x", "x", None, False).split(" snapshot ")[0]
+    tool = restore_command(ctx.inv, ctx.inv.host(name), "x", "x", None, False).split(" snapshot ")[
+        0
+    ]
     help_text = ctx.conn(name).run(f"{tool} snapshot restore --help 2>&1", check=False).stdout
     if "--bump-revision" not in help_text or "--mark-compacted" not in help_text:
         raise SafetyRefusal(
@@ -141,6 +168,24 @@ def _check_restore_flags(ctx: RunContext, name: str) -> None:
             "--mark-compacted; restore without them, or with a newer etcd_version; "
             "nothing was stopped"
         )
+
+
+def check_snapshot(ctx: RunContext, snapshot: Path) -> SnapshotCheck:
+    """The file, checked on this machine before any host is read (raises when it is not a
+    whole snapshot)."""
+    if snapshot.is_dir():
+        raise UsageError(f"{snapshot}: is a folder, not a snapshot file; nothing was changed")
+    if not snapshot.is_file():
+        raise UsageError(f"{snapshot}: no such snapshot file; nothing was changed")
+    sha256 = verify_integrity(snapshot)
+    status = status_of_snapshot(ctx, snapshot)
+    return SnapshotCheck(
+        str(snapshot),
+        snapshot.name,
+        sha256,
+        status.revision if status else None,
+        status.total_keys if status else None,
+    )
 
 
 def run_restore(
@@ -151,97 +196,37 @@ def run_restore(
     bump_revision: int | None = None,
     mark_compacted: bool = False,
     fresh_only: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
 ) -> int:
     """Restore every inventory host from `snapshot`. `fresh_only` is `up --from-snapshot`:
-    refused when any host holds data or runs etcd."""
+    refused when any host holds data or runs etcd. Without `yes` (and not `fresh_only`), or
+    with `dry_run`: print the plan (hosts read without locks) and return its exit code."""
     inv = ctx.inv
-    if snapshot.is_dir():
-        raise UsageError(f"{snapshot}: is a folder, not a snapshot file; nothing was changed")
-    if not snapshot.is_file():
-        raise UsageError(f"{snapshot}: no such snapshot file; nothing was changed")
-    sha256 = verify_integrity(snapshot)
-    status = status_of_snapshot(ctx, snapshot)
-    about = (
-        f"revision {status.revision}, {status.total_keys} keys" if status else "integrity hash ok"
-    )
-    ctx.ui.info("verify", f"{snapshot.name}: sha256 {sha256}, {about}")
-    stamp = time.strftime("%Y%m%d%H%M%S")
-    data_dir = inv.cluster.data_dir
-    aside = f"{data_dir}.before-restore-{stamp}"  # or inside it, for a mount point
-    if not yes and not fresh_only:
-        ctx.ui.print("restore would, on every host (nothing was changed; add --yes to do it):")
-        for host in inv.hosts:
-            ctx.ui.print(
-                f"  {host.name}: stop etcd; move {inv.cluster.data_dir} aside to {aside}; "
-                f"restore member {host.name} from {snapshot.name}; start etcd"
-            )
-        return 0
+    checked = check_snapshot(ctx, snapshot)
     names = [h.name for h in inv.hosts]
-    owner, facts = gather_identified(
-        ctx,
-        "restore",
-        names,
-        force=False,
-        forced="Check the inventory: restore replaces the data of every host it names. Only "
-        "when those hosts are known to be this cluster's: etcd-deploy destroy --force, then "
-        "up --from-snapshot.",
-    )
+    token = f"{inv.cluster.name}-{secrets.token_hex(6)}"
+    stamp = time.strftime("%Y%m%d%H%M%S")
+
+    def plan_for(facts: dict[str, HostFacts]) -> Plan:
+        obs = RestoreObserved(checked, observe_identity(ctx, facts), token, stamp)
+        return plan_restore(
+            inv,
+            obs,
+            fresh_only=fresh_only,
+            bump_revision=bump_revision,
+            mark_compacted=mark_compacted,
+        )
+
+    if dry_run or not (yes or fresh_only):
+        code = show_plan(ctx, plan_for(read_unlocked(ctx, names)), as_json=as_json)
+        if not dry_run:
+            ctx.ui.info("restore", "nothing was changed; add --yes to do it")
+        return code
+    owner, facts = lock_and_read(ctx, "restore", names)
     try:
-        if fresh_only:
-            busy = [n for n, f in facts.items() if f.holds_cluster]
-            if busy:
-                raise SafetyRefusal(
-                    f"--from-snapshot makes a brand-new cluster, but {', '.join(busy)} already "
-                    f"hold etcd data or run etcd; to replace that data: etcd-deploy restore "
-                    f"{snapshot} --yes"
-                )
-        token = f"{inv.cluster.name}-{secrets.token_hex(6)}"
-        obs = Observed(facts, None, token, issue_certs(ctx))
-        paths = {
-            h.name: desired_for(ctx, h, obs, env=member_env(ctx, h, obs, state="new", static=True))
-            for h in inv.hosts
-        }
-        facts = gather_facts(ctx, owner, paths, names)  # again, now with file hashes
-        obs.facts = facts
-        plans = {
-            n: plan_host(
-                inv,
-                inv.host(n),
-                paths[n],
-                facts[n],
-                version=inv.cluster.etcd_version,
-                member=False,
-                bootstrap=True,
-            )
-            for n in names
-        }
-        install_hosts(ctx, obs, plans, fetch_releases(ctx, obs, plans)).finish()
-        if bump_revision or mark_compacted:
-            _check_restore_flags(ctx, names[0])
-        data = snapshot.read_bytes()
-
-        def restore_one(conn: HostConnection) -> None:
-            host = inv.host(conn.name)
-            said = conn.run(
-                restore_script(
-                    ctx,
-                    host,
-                    token,
-                    sha256,
-                    stamp,
-                    bump_revision,
-                    mark_compacted,
-                    mount_point=facts[conn.name].folders.get(data_dir, DirFacts()).mount_point,
-                ),
-                stdin=data,
-                timeout=RESTORE_TIMEOUT,
-            ).stdout.split()
-            moved = said[-1] if said else "none"
-            ctx.ui.info(f"restore {conn.name}", f"member restored (old data, if any: {moved})")
-
-        raise_for_failures(ctx, "restore", ctx.pool.map(restore_one, names))
-        raise_for_failures(ctx, "start", start_new_cluster(ctx, list(inv.hosts)))
-        wait_healthy(ctx.client(), timeout=START_TIMEOUT)
+        run = _Restore(ctx, snapshot, owner, facts)
+        execute(ctx, plan_for(facts), run.handlers())
     finally:
         release_locks(ctx, owner, names)
     keys, revision = ctx.client().count_keys(inv.client_url(inv.hosts[0]))
@@ -251,3 +236,105 @@ def run_restore(
         f"healthy, {keys} keys, revision {revision}",
     )
     return 0
+
+
+@dataclass
+class _Restore:
+    """The handlers of one restore, and what they hand on: the hosts' facts (read again
+    with their files' hashes once the certs are there), each host's install plan, the
+    releases fetched, the snapshot's bytes (read once)."""
+
+    ctx: RunContext
+    snapshot: Path
+    owner: LockOwner
+    facts: dict[str, HostFacts]
+    plans: dict[str, HostPlan] = field(default_factory=dict)
+    releases: dict[str, Release] = field(default_factory=dict)
+    data: bytes | None = None
+    mutex: threading.Lock = field(default_factory=threading.Lock)
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "verify": lambda step, _run: self.ctx.ui.info("verify", step.action),
+            "certs": self.certs,
+            "release": self.release,
+            "install": self.install,
+            "check": lambda step, _run: _check_restore_flags(self.ctx, str(step.host)),
+            "stage": self.stage,
+            "stop": lambda step, _run: self.ctx.conn(str(step.host)).run(STOP),
+            "aside": self.aside,
+            "start": self.start,
+            "healthy": lambda _step, _run: wait_healthy(self.ctx.client(), timeout=START_TIMEOUT),
+        }
+
+    def certs(self, step: Step, _run: Execution) -> None:
+        """Certs (and a CA when there is none), every host's files for a static new
+        cluster, the facts again with those files' hashes, and what each host needs."""
+        ctx, inv = self.ctx, self.ctx.inv
+        issued = issue_certs(ctx)
+        ca_pem, marker = ctx.pki.trust_pem(), ctx.marker()
+        paths = {}
+        for host in inv.hosts:
+            env = member_env(inv, host, token=step.args["token"], state="new", static=True)
+            certs = {k: (c.cert_pem, c.key_pem) for k, c in issued[host.name].items()}
+            paths[host.name] = desired_files(
+                inv, host, env=env, ca_pem=ca_pem, certs=certs, marker=marker
+            )
+        self.facts = gather_facts(ctx, self.owner, paths, list(paths))
+        self.plans = {
+            name: plan_host(
+                inv,
+                inv.host(name),
+                files,
+                self.facts[name],
+                version=inv.cluster.etcd_version,
+                member=False,
+                bootstrap=True,
+            )
+            for name, files in paths.items()
+        }
+
+    def release(self, step: Step, _run: Execution) -> None:
+        arch = step.args["arch"]
+        if any(p.install and self.facts[n].arch == arch for n, p in self.plans.items()):
+            self.releases[arch] = fetch_one_release(self.ctx, arch)
+
+    def install(self, step: Step, _run: Execution) -> None:
+        name = str(step.host)
+        plan = self.plans[name]
+        if plan.changes:
+            release = self.releases[self.facts[name].arch] if plan.install else None
+            install_host(self.ctx, self.ctx.conn(name), plan, release)
+
+    def _bytes(self) -> bytes:
+        with self.mutex:
+            if self.data is None:
+                self.data = self.snapshot.read_bytes()
+            return self.data
+
+    def stage(self, step: Step, _run: Execution) -> None:
+        name, a = str(step.host), step.args
+        script = stage_script(
+            self.ctx.inv,
+            self.ctx.inv.host(name),
+            a["token"],
+            a["sha256"],
+            a["bump_revision"],
+            a["mark_compacted"],
+            mount_point=a["mount_point"],
+        )
+        self.ctx.conn(name).run(script, stdin=self._bytes(), timeout=RESTORE_TIMEOUT)
+
+    def aside(self, step: Step, _run: Execution) -> None:
+        name, a = str(step.host), step.args
+        script = swap_script(
+            self.ctx.inv, a["token"], a["stamp"], self.ctx.marker(), mount_point=a["mount_point"]
+        )
+        said = self.ctx.conn(name).run(script, timeout=RESTORE_TIMEOUT).stdout.split()
+        moved = said[-1] if said else "none"
+        self.ctx.ui.info(f"restore {name}", f"member restored (old data, if any: {moved})")
+
+    def start(self, _step: Step, _run: Execution) -> None:
+        self.data = None  # every host has it
+        inv = self.ctx.inv
+        raise_for_failures(self.ctx, "start", start_new_cluster(self.ctx, list(inv.hosts)))

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from orchestrator.adapters.etcd_api import EtcdApiError
 from orchestrator.adapters.pki import cert_info
 from orchestrator.commands.backup import host_backups, schedule_installed
-from orchestrator.engine.cluster import ClusterView, observe
+from orchestrator.core.cluster_view import ClusterView
+from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext
 from orchestrator.ui import human_size
 

@@ -1,28 +1,33 @@
-"""`upgrade VERSION`: check the version path, take a backup, then per member through the
-rolling engine: push the verified release, swap the binaries (the old ones kept), render the
-flags the new version understands, restart, wait healthy and caught up. A member that does
-not come back gets its old binaries and env again and the run stops with its journal.
+"""`upgrade VERSION`: check the target, observe the cluster, plan (`core.planners.upgrade`:
+the version path, then fetch the release, a backup first, each member through the rolling
+engine, the inventory last), then print the plan (a dry run, or no --yes) or run it through
+the executor. A member that does not come back gets its old binaries and env again and the
+run stops with its journal.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass, field
 
-from orchestrator.adapters.etcd_api import Member
+from orchestrator.adapters.inventory_file import set_cluster_key_in_file
 from orchestrator.adapters.release import Release, arch_for, fetch_release
 from orchestrator.commands.backup import run_backup
-from orchestrator.core.errors import ClusterUnhealthy, PhaseFailure, UsageError, detail_of
+from orchestrator.core.errors import PhaseFailure, detail_of
+from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_plan import env_file
-from orchestrator.core.inventory import Host, set_cluster_key_in_file
+from orchestrator.core.member_env import member_env
+from orchestrator.core.plan import Plan, Step
+from orchestrator.core.planners.rolling import NOT_A_MEMBER
+from orchestrator.core.planners.upgrade import plan_target, plan_upgrade, summary
 from orchestrator.core.render import env_values
-from orchestrator.core.rules import needs_release_pin
-from orchestrator.core.versions import check_upgrade_path
+from orchestrator.core.versions import Version, parse_version
 from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext
+from orchestrator.engine.executor import Execution, Handler, execute, show_plan
 from orchestrator.engine.hosts import locked_hosts
 from orchestrator.engine.operations import apply_files, read_file, setup_host
-from orchestrator.engine.phases import Observed, member_env, start_and_wait
-from orchestrator.engine.rolling import roll
+from orchestrator.engine.phases import start_and_wait
 
 q = shlex.quote
 
@@ -41,100 +46,117 @@ def rollback_script(install_dir: str) -> str:
     )
 
 
-def run_upgrade(
-    ctx: RunContext, target: str, *, yes: bool, allow_known_bad: bool, dry_run: bool
-) -> int:
-    inv = ctx.inv
-    # Every local check before any call: the target (the rules of the inventory's
-    # etcd_version), its release source, and the inventory edit that ends the run.
-    check_upgrade_path([], target, allow_known_bad)
-    if needs_release_pin(inv.cluster.release_url) and not any(
-        key.partition("/")[0] == target for key in inv.cluster.release_sha256
-    ):
-        raise UsageError(
-            f"{inv.path}: cluster.release_url is plain http:// on another machine: pin the "
-            f'sha256 of etcd {target}\'s tarballs in cluster.release_sha256 ("{target}/amd64" '
-            '= "<sha256>") before upgrading'
-        )
-    set_cluster_key_in_file(inv.path, "etcd_version", target, check_only=True)
-    client = ctx.client()
-    view = observe(client)
-    if not view.healthy:
-        raise ClusterUnhealthy(
-            "upgrade needs a healthy cluster first: " + "; ".join(view.problems())
-        )
-    current = [s.version for s in view.statuses.values()]
-    path = check_upgrade_path(current, target, allow_known_bad)
-    for warning in path.warnings:
-        ctx.ui.warn("upgrade", warning)
-    if path.kind == "none":
-        ctx.ui.info("upgrade", f"every member already runs etcd {target}")
-        if inv.cluster.etcd_version != target:
-            set_cluster_key_in_file(inv.path, "etcd_version", target)
-            ctx.ui.info("inventory", f"etcd_version set to {target} in {inv.path}")
-        return 0
-    ctx.ui.info("upgrade", f"{', '.join(sorted(set(current)))} -> {target}: {path.detail}")
-    if dry_run or not yes:
-        roll(
-            ctx,
-            list(inv.hosts),
-            lambda h, m: None,
-            phase="upgrade",
-            describe=f"install etcd {target} and restart",
-            dry_run=True,
-        )
-        if not yes and not dry_run:
-            ctx.ui.print("nothing was changed; add --yes to upgrade")
-        return 0
-    names = [h.name for h in inv.hosts]
-    with locked_hosts(ctx, "upgrade", names) as facts:
-        releases: dict[str, Release] = {}
-        for arch in sorted({arch_for(f.arch) for f in facts.values()}):
-            releases[arch] = fetch_release(
-                inv.cluster.release_url,
-                target,
+@dataclass
+class _Upgrade:
+    """One real run's handlers and what they share: each host's facts (its architecture),
+    the cluster token, the releases fetched."""
+
+    facts: dict[str, HostFacts]
+    token: str
+    releases: dict[str, Release] = field(default_factory=dict)
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "release": self.release,
+            "backup": backup,
+            "upgrade": self.member,
+            "inventory": set_version,
+        }
+
+    def release(self, step: Step, run: Execution) -> None:
+        ctx, version = run.ctx, _target(step)
+        for arch in sorted({arch_for(f.arch) for f in self.facts.values()}):
+            self.releases[arch] = fetch_release(
+                ctx.inv.cluster.release_url,
+                version,
                 arch,
                 log=lambda m: ctx.ui.info("release", m),
-                sha256=inv.cluster.release_pin(target, arch),
+                sha256=ctx.inv.cluster.release_pin(version, arch),
             )
-            ctx.ui.info("release", f"etcd {target} linux-{arch} verified")
-        backup = run_backup(ctx, out_dir=None, keep=None)
-        ctx.ui.info("upgrade", f"backup taken first: {backup.file}")
-        token = _token(ctx, names[0])
-        obs = Observed(facts, view, token)
+            ctx.ui.info("release", f"etcd {version} linux-{arch} verified")
 
-        def upgrade_member(host: Host, member: Member) -> None:
-            phase = f"upgrade {host.name}"
-            conn = ctx.conn(host)
-            env_path = f"{inv.cluster.config_dir}/etcd.env"
-            old_env = read_file(conn, env_path)
-            setup_host(
-                conn, inv, [], prepare=False, release=releases[arch_for(facts[host.name].arch)]
-            )
-            members = client.members()
-            new_env = member_env(ctx, host, obs, state="existing", members=members, version=target)
-            apply_files(conn, [env_file(inv, new_env)])
-            try:
-                start_and_wait(ctx, host, phase, restart=True)
-            except PhaseFailure as exc:
-                conn.run(rollback_script(inv.cluster.install_dir))
-                apply_files(conn, [env_file(inv, old_env)])
-                start_and_wait(ctx, host, phase, restart=True)
-                raise PhaseFailure(
-                    phase,
-                    None,
-                    f"etcd {target} did not come up on {host.name}: {detail_of(exc)}\n"
-                    f"{host.name}: its previous binaries and env are back and it runs again",
-                ) from None
-
-        roll(
-            ctx,
-            list(inv.hosts),
-            upgrade_member,
-            phase="upgrade",
-            describe=f"install etcd {target} and restart",
+    def member(self, step: Step, run: Execution) -> None:
+        """Push the release, swap the binaries (the old ones kept as `.prev`), render the
+        flags of the new version, restart; a member that does not come up gets its old
+        binaries and env back, runs again, and the run stops."""
+        ctx, version = run.ctx, _target(step)
+        inv = ctx.inv
+        assert step.host is not None
+        host = inv.host(step.host)
+        phase = f"upgrade {host.name}"
+        conn = ctx.conn(host)
+        old_env = read_file(conn, f"{inv.cluster.config_dir}/etcd.env")
+        release = self.releases[arch_for(self.facts[host.name].arch)]
+        setup_host(conn, inv, [], prepare=False, release=release)
+        new_env = member_env(
+            inv,
+            host,
+            token=self.token,
+            state="existing",
+            members=ctx.client().members(),
+            version=version,
         )
-    set_cluster_key_in_file(inv.path, "etcd_version", target)
+        apply_files(conn, [env_file(inv, new_env)])
+        try:
+            start_and_wait(ctx, host, phase, restart=True)
+        except PhaseFailure as exc:
+            conn.run(rollback_script(inv.cluster.install_dir))
+            apply_files(conn, [env_file(inv, old_env)])
+            start_and_wait(ctx, host, phase, restart=True)
+            raise PhaseFailure(
+                phase,
+                None,
+                f"etcd {version} did not come up on {host.name}: {detail_of(exc)}\n"
+                f"{host.name}: its previous binaries and env are back and it runs again",
+            ) from None
+
+
+def _target(step: Step) -> Version:
+    """The step's target version: the plan carries `upgrade VERSION`'s text, checked by the
+    planner already."""
+    return parse_version(step.args["version"])
+
+
+def backup(_step: Step, run: Execution) -> None:
+    taken = run_backup(run.ctx, out_dir=None, keep=None)
+    run.ctx.ui.info("upgrade", f"backup taken first: {taken.file}")
+
+
+def set_version(step: Step, run: Execution) -> None:
+    set_cluster_key_in_file(run.ctx.inv.path, "etcd_version", step.args["version"])
+
+
+def run_upgrade(
+    ctx: RunContext,
+    target: str,
+    *,
+    yes: bool,
+    allow_known_bad: bool,
+    dry_run: bool,
+    as_json: bool = False,
+) -> int:
+    inv = ctx.inv
+    show = dry_run or not yes  # without --yes: the plan, as --dry-run prints it
+    # Every local check before any call: the target, its release source, and the inventory
+    # edit that ends the run.
+    plan = plan_target(inv, target, allow_known_bad=allow_known_bad)
+    if not plan.refusals:
+        set_cluster_key_in_file(inv.path, "etcd_version", target, check_only=True)
+        plan = plan_upgrade(inv, observe(ctx.client()), target, allow_known_bad=allow_known_bad)
+    if show:
+        code = show_plan(ctx, plan, as_json=as_json)
+        if not dry_run and not as_json and plan.changes and not plan.refusals:
+            ctx.ui.print("nothing was changed; add --yes to upgrade")
+        return code
+    _tell(ctx, plan)
+    if all(s.handler == "inventory" for s in plan.steps):  # nothing to roll: no host lock
+        execute(ctx, plan, {"inventory": set_version})
+        if plan.steps:
+            ctx.ui.info("inventory", f"etcd_version set to {target} in {inv.path}")
+        return 0
+    with locked_hosts(ctx, "upgrade", [h.name for h in inv.hosts]) as facts:
+        run = _Upgrade(facts, _token(ctx, inv.hosts[0].name))
+        execute(ctx, plan, run.handlers())
     ctx.reload()
     versions = sorted({s.version for s in observe(ctx.client()).statuses.values()})
     ctx.ui.info(
@@ -142,6 +164,22 @@ def run_upgrade(
         f"every member runs etcd {', '.join(versions)}; etcd_version = {target} in {inv.path}",
     )
     return 0
+
+
+def _tell(ctx: RunContext, plan: Plan) -> None:
+    """What a real run says before its first step (a dry run prints the plan instead)."""
+    if plan.refusals:
+        return  # the executor raises them
+    for warning in plan.warnings:
+        ctx.ui.warn("upgrade", warning)
+    line = summary(plan)
+    if line:
+        ctx.ui.info("upgrade", line)
+    for noop in plan.noops:
+        if noop.reason == NOT_A_MEMBER:
+            ctx.ui.warn(f"upgrade {noop.host}", f"{NOT_A_MEMBER}; skipped")
+        else:
+            ctx.ui.info("upgrade", noop.reason)
 
 
 def _token(ctx: RunContext, name: str) -> str:

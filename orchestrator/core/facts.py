@@ -1,6 +1,6 @@
 """What a host has now, read in one SSH command: a pure script builder and a pure parser.
 
-The same command also tries to take the run lock (see `lock.py`), so a no-op run costs
+The same command also tries to take the run lock (see `host_lock.py`), so a no-op run costs
 one round trip per host to learn everything and one to let go of the lock.
 """
 
@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from orchestrator.adapters.lock import acquire_script
+from orchestrator.core.host_lock import acquire_script
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ownership import MARKER_NAME, DirFacts, ignored_entry
 
@@ -45,7 +45,7 @@ class HostFacts:
     texts: dict[str, str] = field(default_factory=dict)  # path -> content (non-secret files)
     links: set[str] = field(default_factory=set)  # wanted paths that are symlinks (never read)
     folders: dict[str, DirFacts] = field(default_factory=dict)  # data and config dir: whose?
-    lock: str = ""  # "acquired", or `held ...` and somebody else's lock (lock.parse_held)
+    lock: str = ""  # "acquired", or `held ...` and somebody else's lock (host_lock.parse_held)
     lock_acquired: bool = False
 
     def forget(self, folder: str) -> None:
@@ -140,6 +140,13 @@ _VERSION = re.compile(r"etcd Version:\s*(\S+)")
 def parse_facts(text: str) -> HostFacts:
     """Parse `facts_script` output (pure)."""
     facts = HostFacts()
+    for name, lines in _sections(text):
+        _read_section(facts, name, lines)
+    return facts
+
+
+def _sections(text: str) -> list[tuple[str, list[str]]]:
+    """The output cut at each mark: the mark's name and the lines up to the next one."""
     sections: list[tuple[str, list[str]]] = []
     lines_in = text.split("\n")
     if lines_in and lines_in[-1] == "":
@@ -149,45 +156,61 @@ def parse_facts(text: str) -> HostFacts:
             sections.append((line[len(MARK) + 1 :], []))
         elif sections:
             sections[-1][1].append(line)
-    for name, lines in sections:
-        body = "\n".join(lines).strip()
-        if name == "lock":
-            facts.lock_acquired = body == "acquired"
-            facts.lock = body
-        elif name == "arch":
-            facts.arch = body
-        elif name == "version":
-            match = _VERSION.search(body)
-            facts.etcd_version = match.group(1) if match else None
-        elif name == "user":
-            facts.etcd_user = body.isdigit()
-        elif name == "dirs":
-            for row in lines:
-                parts = row.split(maxsplit=3)
-                if len(parts) == 4:
-                    facts.dirs[parts[3]] = (int(parts[0], 8), parts[1], parts[2])
-        elif name == "service":
-            props = dict(row.split("=", 1) for row in lines if "=" in row)
-            if props.get("LoadState") == "loaded":
-                facts.active_state = props.get("ActiveState", "")
-                facts.unit_file_state = props.get("UnitFileState", "")
-                facts.active_since = props.get("ActiveEnterTimestamp", "")
-        elif name == "data":
-            facts.has_data = body == "yes"
-        elif name == "files":
-            for row in lines:
-                if row.startswith("link "):
-                    facts.links.add(row[len("link ") :])
-                    continue
-                parts = row.split(maxsplit=4)
-                if len(parts) == 5:
-                    sha, mode, owner, group, path = parts
-                    facts.files[path] = RemoteFile(sha, int(mode, 8), owner, group)
-        elif name.startswith("folder "):
-            facts.folders[name[len("folder ") :]] = parse_folder(lines)
-        elif name.startswith("text "):
-            path = name[5:]
-            if path in facts.files:
-                # `cat` then `echo`: the echo's newline is the line break before the next mark.
-                facts.texts[path] = "\n".join(lines)
-    return facts
+    return sections
+
+
+def _read_section(facts: HostFacts, name: str, lines: list[str]) -> None:
+    """Fill `facts` from one section (sections come in the script's order: `files` before
+    the `text` ones that need it)."""
+    body = "\n".join(lines).strip()
+    if name == "lock":
+        facts.lock_acquired = body == "acquired"
+        facts.lock = body
+    elif name == "arch":
+        facts.arch = body
+    elif name == "version":
+        match = _VERSION.search(body)
+        facts.etcd_version = match.group(1) if match else None
+    elif name == "user":
+        facts.etcd_user = body.isdigit()
+    elif name == "dirs":
+        _read_dirs(facts, lines)
+    elif name == "service":
+        _read_service(facts, lines)
+    elif name == "data":
+        facts.has_data = body == "yes"
+    elif name == "files":
+        _read_files(facts, lines)
+    elif name.startswith("folder "):
+        facts.folders[name[len("folder ") :]] = parse_folder(lines)
+    elif name.startswith("text "):
+        path = name[5:]
+        if path in facts.files:
+            # `cat` then `echo`: the echo's newline is the line break before the next mark.
+            facts.texts[path] = "\n".join(lines)
+
+
+def _read_dirs(facts: HostFacts, lines: list[str]) -> None:
+    for row in lines:
+        parts = row.split(maxsplit=3)
+        if len(parts) == 4:
+            facts.dirs[parts[3]] = (int(parts[0], 8), parts[1], parts[2])
+
+
+def _read_service(facts: HostFacts, lines: list[str]) -> None:
+    props = dict(row.split("=", 1) for row in lines if "=" in row)
+    if props.get("LoadState") == "loaded":
+        facts.active_state = props.get("ActiveState", "")
+        facts.unit_file_state = props.get("UnitFileState", "")
+        facts.active_since = props.get("ActiveEnterTimestamp", "")
+
+
+def _read_files(facts: HostFacts, lines: list[str]) -> None:
+    for row in lines:
+        if row.startswith("link "):
+            facts.links.add(row[len("link ") :])
+            continue
+        parts = row.split(maxsplit=4)
+        if len(parts) == 5:
+            sha, mode, owner, group, path = parts
+            facts.files[path] = RemoteFile(sha, int(mode, 8), owner, group)

@@ -18,13 +18,12 @@ from orchestrator.core.render import (
     render_etcdctl_wrapper,
     render_unit,
 )
+from orchestrator.core.versions import Version
 
 UNIT_PATH = "/etc/systemd/system/etcd.service"
 BACKUP_UNIT_PATH = "/etc/systemd/system/etcd-backup.service"
 BACKUP_TIMER_PATH = "/etc/systemd/system/etcd-backup.timer"
 HOST_BACKUP_DIR = "/var/backups/etcd"
-# What etcd-deploy writes in the config dir besides pki/ (removed by name on teardown).
-CONFIG_FILES = ("etcd.env", "etcdctl.env", MARKER_NAME)
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,7 @@ def plan_host(
     files: list[DesiredFile],
     facts: HostFacts,
     *,
-    version: str,
+    version: Version,
     member: bool,
     bootstrap: bool,
 ) -> HostPlan:
@@ -227,7 +226,7 @@ def plan_host(
         wrong = [p for p, want in desired_dirs(inv).items() if facts.dirs.get(p) != want]
         if wrong:
             plan.prepare = "directories missing or with wrong mode/owner: " + ", ".join(wrong)
-    if facts.etcd_version != version:
+    if facts.etcd_version != str(version):  # the host reports its version as text
         plan.install = (
             f"etcd {version} (installed: {facts.etcd_version})"
             if facts.etcd_version

@@ -12,6 +12,7 @@ somebody's data and is never re-owned, moved or removed without --force.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 MARKER_NAME = ".etcd-deploy"
@@ -91,6 +92,15 @@ class FolderRule:
     known_entries: frozenset[str] = field(default_factory=frozenset)
 
 
+# What etcd-deploy writes in the config dir besides pki/ (removed by name on teardown).
+CONFIG_FILES = ("etcd.env", "etcdctl.env", MARKER_NAME)
+DATA_RULE = FolderRule("cluster.data_dir")
+# etcd.env is another tool's as often as ours (etcdadm's layout): proven by its content.
+CONFIG_RULE = FolderRule("cluster.config_dir", frozenset({*CONFIG_FILES, "pki"} - {"etcd.env"}))
+ETCD_DATA = frozenset({"member"})
+OUR_ENV = frozenset({"etcd.env"})
+
+
 def judge(
     folder: str,
     facts: DirFacts,
@@ -143,6 +153,47 @@ def ca_trust(trusted: set[str], known: set[str]) -> str:
     if not known:
         return "unknown"
     return "ours" if trusted & known else "foreign"
+
+
+def foreign_ca_hosts(holds: Mapping[str, bool], trust: Mapping[str, str]) -> list[str]:
+    """Hosts holding a cluster (`holds`: data, or etcd running) whose CA file shares no
+    certificate with the state dir's CAs (`trust`: host -> `ca_trust` verdict); with no CA
+    in the state dir at all ("unknown"), theirs is none of ours either."""
+    return [n for n, held in holds.items() if held and trust.get(n) in ("foreign", "unknown")]
+
+
+def ca_refusal(
+    holds: Mapping[str, bool],
+    trust: Mapping[str, str],
+    *,
+    created_now: bool,
+    pki_dir: str,
+    state_dir: str,
+    data_checked: bool = False,
+) -> str:
+    """Why a run must stop before it changes anything ("" when it need not): every host
+    that holds a cluster trusts none of the state dir's CAs, so the state dir was lost (a
+    CA made again) or is another cluster's, and certs from our CA would cut the members off
+    from each other. When only some do, those hold another cluster's data: refused too,
+    unless the caller's own data checks handle them (`data_checked`: `up`, whose --force
+    moves such data aside)."""
+    foreign = foreign_ca_hosts(holds, trust)
+    if not foreign:
+        return ""
+    holding = [n for n, held in holds.items() if held]
+    names = ", ".join(foreign)
+    if len(foreign) < len(holding):
+        if data_checked:
+            return ""
+        return (
+            f"hosts {names} hold data of a cluster that trusts another CA (the others trust "
+            "this state dir's CA); etcd-deploy up --force moves that data aside"
+        )
+    why = f"there was no CA in {pki_dir}" if created_now else f"none of the CAs in {pki_dir} is it"
+    return (
+        f"hosts {names} hold a cluster that trusts another CA, and {why}: restore the state "
+        f"dir ({state_dir}) from its backup"
+    )
 
 
 def is_our_token(cluster: str, token: str) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from orchestrator.core.errors import UsageError
 from orchestrator.core.inventory import is_ip
 from orchestrator.core.rules import FLAG_NAME, SAFE_REMOTE_PATH, flag_problem, flag_value_problem
-from orchestrator.core.versions import Version, parse_version, supported_version
+from orchestrator.core.versions import Version
 
 if TYPE_CHECKING:
     from orchestrator.core.inventory import Host, Inventory
@@ -127,7 +127,7 @@ def _split_gates(key: str, text: str) -> dict[str, str]:
     return gates
 
 
-def resolve_flags(flags: Mapping[str, object], version: str) -> list[tuple[str, str]]:
+def resolve_flags(flags: Mapping[str, object], version: Version) -> list[tuple[str, str]]:
     """[cluster.flags] as (flag name, value) for etcd `version`, sorted by flag name.
 
     Refuses managed flags, flags removed in the target version and values that cannot be
@@ -135,8 +135,7 @@ def resolve_flags(flags: Mapping[str, object], version: str) -> list[tuple[str, 
     new names or feature gates (merged into `feature-gates`); below 3.6 the new names of
     renamed flags are written with their `experimental-` spelling.
     """
-    target = parse_version(version)
-    new36 = target >= V3_6
+    new36 = version >= V3_6
     reverse = {v: k for k, v in RENAMED_IN_3_6.items()}
     out: dict[str, tuple[str, str]] = {}  # flag -> (value, original key)
     gates: dict[str, tuple[str, str]] = {}  # gate -> (value, original key)
@@ -144,7 +143,7 @@ def resolve_flags(flags: Mapping[str, object], version: str) -> list[tuple[str, 
     def put(flag: str, value: str, key: str) -> None:
         if flag in out:
             raise UsageError(
-                f"{key} and {out[flag][1]} both set etcd flag --{flag} for etcd {target}; keep one"
+                f"{key} and {out[flag][1]} both set etcd flag --{flag} for etcd {version}; keep one"
             )
         out[flag] = (value, key)
 
@@ -156,11 +155,11 @@ def resolve_flags(flags: Mapping[str, object], version: str) -> list[tuple[str, 
         if problem is not None:
             raise UsageError(f"{key}: {problem}")
         if new36 and _removed_in_3_6(name):
-            raise UsageError(f"{key}: --{name} was removed in etcd 3.6; target is {target}")
+            raise UsageError(f"{key}: --{name} was removed in etcd 3.6; target is {version}")
         if name == "feature-gates":
             if not new36:
                 raise UsageError(
-                    f"{key}: feature gates need etcd 3.6 or later (target {target}); use the "
+                    f"{key}: feature gates need etcd 3.6 or later (target {version}); use the "
                     "experimental-* flags instead"
                 )
             for gate, val in _split_gates(key, value).items():
@@ -194,7 +193,7 @@ def render_etcd_env(
     initial_cluster: Sequence[tuple[str, str]],
     initial_state: str,
     token: str,
-    version: str,
+    version: Version,
 ) -> str:
     """{config_dir}/etcd.env for `host`, read by etcd.service.
 
@@ -204,7 +203,6 @@ def render_etcd_env(
     `env_without_initial` to decide whether a running member needs a restart.
     A host whose etcd_address is a DNS name listens on 0.0.0.0 and advertises the name.
     """
-    target = supported_version(version)
     if initial_state not in ("new", "existing"):
         raise ValueError(f"initial_state must be 'new' or 'existing', got {initial_state!r}")
     if not initial_cluster:
@@ -251,9 +249,9 @@ def render_etcd_env(
         f"ETCD_PEER_KEY_FILE={pki['peer.key']}",
         "ETCD_STRICT_RECONFIG_CHECK=true",
     ]
-    user = resolve_flags(c.flags, str(target))
+    user = resolve_flags(c.flags, version)
     user_names = {flag for flag, _ in user}
-    if target.minor_line == (3, 4):
+    if version.minor_line == (3, 4):
         # 3.4 defaults to the capnslog logger and the v2 API; 3.5 changed both defaults.
         for flag, value in (("logger", "zap"), ("enable-v2", "false")):
             if flag not in user_names:
@@ -286,7 +284,7 @@ def render_etcdctl_env(inv: Inventory, host: Host) -> str:
     c = inv.cluster
     pki = pki_paths(inv)
     lines = [_header(inv)]
-    if supported_version(c.etcd_version) < V3_6:
+    if c.etcd_version < V3_6:
         lines.append("ETCDCTL_API=3")  # 3.6 dropped the v2 etcdctl and this switch
     lines += [
         f"ETCDCTL_ENDPOINTS=https://127.0.0.1:{c.client_port}",

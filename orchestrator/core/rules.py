@@ -305,7 +305,7 @@ def needs_release_pin(url: str) -> bool:
     return not is_loopback_host(_url_host(url))
 
 
-def release_pin_key(version: str, arch: str) -> str:
+def release_pin_key(version: Version | str, arch: str) -> str:
     """The key of one tarball in cluster.release_sha256: "3.5.30/amd64"."""
     return f"{version}/{arch}"
 

@@ -6,9 +6,11 @@ import threading
 from typing import TYPE_CHECKING
 
 from orchestrator.adapters.etcd_api import EtcdClient
-from orchestrator.adapters.lock import LeaseRefresher, LockOwner, StateLock
+from orchestrator.adapters.inventory_file import load_inventory
+from orchestrator.adapters.lock import LeaseRefresher, StateLock
 from orchestrator.adapters.pki import LocalPKI
-from orchestrator.core.inventory import Host, Inventory, load_inventory
+from orchestrator.core.host_lock import LockOwner
+from orchestrator.core.inventory import Host, Inventory
 from orchestrator.core.ownership import Marker
 from orchestrator.ui import UI
 

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from orchestrator.adapters.lock import (
+from orchestrator.adapters.lock import LeaseRefresher, new_owner, stale_reason_here
+from orchestrator.core.errors import EtcdDeployError, PhaseFailure, SafetyRefusal, TransportError
+from orchestrator.core.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
+from orchestrator.core.host_lock import (
     LEASE_SECONDS,
     LOCK_PATH,
     HeldLock,
-    LeaseRefresher,
     LockOwner,
-    new_owner,
     parse_held,
     refresh_script,
     release_script,
-    stale_reason,
     takeover_script,
 )
-from orchestrator.core.errors import EtcdDeployError, PhaseFailure, SafetyRefusal, TransportError
-from orchestrator.core.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
 from orchestrator.core.host_plan import DesiredFile
 from orchestrator.engine.context import RunContext
 
@@ -124,7 +123,7 @@ def take_over(ctx: RunContext, conn: HostConnection, owner: LockOwner, report: s
             f"{conn.name}: cannot take the run lock {LOCK_PATH}: it could neither be created "
             "nor read"
         )
-    reason = stale_reason(held.owner, age=held.age)
+    reason = stale_reason_here(held.owner, age=held.age)
     if reason is None:
         raise _refused(conn.name, held)
     ctx.ui.warn(f"lock {conn.name}", f"taking over a stale lock ({reason})")
@@ -153,7 +152,7 @@ def renew_locks(ctx: RunContext, owner: LockOwner, names: list[str]) -> dict[str
     pool = ctx.open_pool()
     if pool is None:  # between a reload and the next command: next time
         return {name: "error no connections open right now" for name in names}
-    script = refresh_script(owner.renew())
+    script = refresh_script(owner.renew(time.time()))
 
     def one(conn: HostConnection) -> str:
         result = conn.run(script, quiet=True, check=False, timeout=RENEW_TIMEOUT, side=True)

@@ -1,90 +1,89 @@
-"""Identity before any destructive step: read each host and refuse, before anything stops
-or is removed, when it holds another cluster or a member this inventory does not describe.
-Used by destroy, remove-node, replace-node and restore (the rules are in `ownership.py`)."""
+"""Identity before any destructive step: the reading half. Each host's facts (its CA file
+and etcd.env with them) and whose CA it trusts, compared with this state dir's CAs; the
+judgement (which hosts may hold another cluster, what --force overrides) is pure, in
+`orchestrator.core.identity`, and planners turn it into refusals.
+
+Used by destroy and restore (through their planners), remove-node and replace-node
+(through `gather_identified`)."""
 
 from __future__ import annotations
 
-from orchestrator.adapters.lock import LockOwner, new_owner
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from orchestrator.adapters.lock import new_owner
 from orchestrator.adapters.pki import pem_fingerprints
 from orchestrator.core.errors import SafetyRefusal
-from orchestrator.core.facts import HostFacts
-from orchestrator.core.host_plan import CONFIG_FILES, DesiredFile, ca_file, env_file
-from orchestrator.core.ownership import (
-    DirFacts,
-    FolderRule,
-    HostIdentity,
-    Marker,
-    ca_trust,
-    identity_problems,
-    judge,
-)
-from orchestrator.core.render import env_values, pki_paths
+from orchestrator.core.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
+from orchestrator.core.host_lock import LockOwner
+from orchestrator.core.host_plan import DesiredFile, ca_file, env_file
+from orchestrator.core.identity import IdentityObserved, identity_paths, identity_refusals
+from orchestrator.core.ownership import ca_trust
+from orchestrator.core.plan import Plan
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.hosts import gather_facts, release_locks
+from orchestrator.engine.hosts import gather_facts, raise_for_failures, release_locks
 
-DATA_RULE = FolderRule("cluster.data_dir")
-# etcd.env is another tool's as often as ours (etcdadm's layout): proven by its content.
-CONFIG_RULE = FolderRule("cluster.config_dir", frozenset({*CONFIG_FILES, "pki"} - {"etcd.env"}))
-ETCD_DATA = frozenset({"member"})
-OUR_ENV = frozenset({"etcd.env"})
+if TYPE_CHECKING:
+    from orchestrator.adapters.transport import HostConnection
+
+# A dry run reads the facts without the run lock: the facts command's lock attempt is
+# pointed below /dev/null, which no shell can open, so it writes nothing on the host (it
+# reports "error cannot lock ...", which nothing reads).
+NO_LOCK = "/dev/null/etcd-deploy-dry-run"
 
 
-def identity_files(ctx: RunContext, names: list[str]) -> dict[str, list[DesiredFile]]:
-    """The facts request that carries what `host_identity` reads: the CA and etcd.env."""
+def identity_files(ctx: RunContext, names: Collection[str]) -> dict[str, list[DesiredFile]]:
+    """The facts request that carries what the judgement reads: the CA and etcd.env."""
     wanted = [ca_file(ctx.inv, b""), env_file(ctx.inv, "")]
     return {name: wanted for name in names}
 
 
-def host_identity(
-    ctx: RunContext, facts: HostFacts, known_cas: set[str], marker: Marker
-) -> HostIdentity:
-    """What `facts` (read with `identity_files`) say about whose etcd the host holds.
-    `known_cas`: the fingerprints of this state dir's CAs (empty when it has none)."""
-    c = ctx.inv.cluster
-    trusted = pem_fingerprints(facts.texts.get(pki_paths(ctx.inv)["ca.crt"], "").encode())
-    empty = DirFacts()
-    return HostIdentity(
-        holds_cluster=facts.holds_cluster,
-        env=env_values(facts.texts.get(f"{c.config_dir}/etcd.env", "")),
-        ca=ca_trust(trusted, known_cas),
-        data=judge(
-            c.data_dir, facts.folders.get(c.data_dir, empty), DATA_RULE, marker, proven=ETCD_DATA
-        ),
-        config=judge(
-            c.config_dir,
-            facts.folders.get(c.config_dir, empty),
-            CONFIG_RULE,
-            marker,
-            proven=OUR_ENV,
-        ),
-        links=tuple(sorted(facts.links)),
+def lock_and_read(
+    ctx: RunContext, command: str, names: list[str], *, tolerate_unreachable: bool = False
+) -> tuple[LockOwner, dict[str, HostFacts]]:
+    """Facts (with what the judgement reads) and the run locks of `names` (the state dir's
+    lock first)."""
+    owner = new_owner(command)
+    facts = gather_facts(
+        ctx, owner, identity_files(ctx, names), names, tolerate_unreachable=tolerate_unreachable
     )
+    return owner, facts
 
 
-def refuse_foreign_hosts(
-    ctx: RunContext, facts: dict[str, HostFacts], *, command: str, force: bool, forced: str
-) -> None:
-    """SafetyRefusal naming every host that may not be ours and what was found there,
-    unless `force` (`forced` says what --force does instead)."""
+def read_unlocked(
+    ctx: RunContext, names: list[str], files: dict[str, list[DesiredFile]] | None = None
+) -> dict[str, HostFacts]:
+    """For a dry run: the same facts, read without any lock (nothing is written, on the
+    hosts or in the state dir). `files` default: what the judgement reads."""
+    wanted = files if files is not None else identity_files(ctx, names)
+
+    def one(conn: HostConnection) -> HostFacts:
+        paths = wanted.get(conn.name, [])
+        script = facts_script(
+            ctx.inv,
+            [f.path for f in paths],
+            [f.path for f in paths if f.kind in TEXT_KINDS],
+            NO_LOCK,
+            "",
+        )
+        return parse_facts(conn.run(script, quiet=True).stdout)
+
+    results = ctx.pool.map(one, names)
+    raise_for_failures(ctx, "facts", results)
+    return {n: r.value for n, r in results.items() if r.value is not None}
+
+
+def observe_identity(ctx: RunContext, facts: dict[str, HostFacts]) -> IdentityObserved:
+    """What the judgement needs besides `facts`: whose CA each host trusts (compared with
+    every CA this state dir has held; "unknown" when it has none) and our marker (never
+    made here)."""
     known = ctx.pki.known_ca_fingerprints() if ctx.pki.ca_cert_path.exists() else set()
-    marker = ctx.marker(create=False)
-    found = {}
-    for name, f in facts.items():
-        host = ctx.inv.host(name)
-        who = host_identity(ctx, f, known, marker)
-        problems = identity_problems(ctx.inv.cluster.name, name, ctx.inv.peer_url(host), who)
-        if problems:
-            found[name] = problems
-    if not found:
-        return
-    detail = "; ".join(f"{name}: {', '.join(p)}" for name, p in found.items())
-    if force:
-        ctx.ui.warn(command, f"--force: going on although {detail}")
-        return
-    raise SafetyRefusal(
-        f"{command} refused: {detail}. These hosts may hold another cluster (a wrong "
-        f"inventory or address?); nothing was changed. {forced}"
-    )
+    ca_path = identity_paths(ctx.inv)[0]
+    trust = {
+        name: ca_trust(pem_fingerprints(f.texts.get(ca_path, "").encode()), known)
+        for name, f in facts.items()
+    }
+    return IdentityObserved(facts, trust, ctx.marker(create=False))
 
 
 def gather_identified(
@@ -98,15 +97,25 @@ def gather_identified(
     judged: list[str] | None = None,
     tolerate_unreachable: bool = False,
 ) -> tuple[LockOwner, dict[str, HostFacts]]:
-    """Facts and run locks of `names`, then `refuse_foreign_hosts` on `judged` (default: all
-    of them); a refusal lets the locks go before it is raised."""
-    owner = new_owner(command)
-    facts = gather_facts(
-        ctx, owner, identity_files(ctx, names), names, tolerate_unreachable=tolerate_unreachable
-    )
+    """Facts and run locks of `names`, then the identity judgement on `judged` (default:
+    all of them), told here: a SafetyRefusal (the locks let go first), or with `force` a
+    warning. For commands that are not planned yet; a planner calls
+    `core.identity.identity_refusals` on `observe_identity` instead."""
+    owner, facts = lock_and_read(ctx, command, names, tolerate_unreachable=tolerate_unreachable)
     try:
-        chosen = {n: f for n, f in facts.items() if judged is None or n in judged}
-        refuse_foreign_hosts(ctx, chosen, command=phase or command, force=force, forced=forced)
+        refusals, warnings = identity_refusals(
+            ctx.inv,
+            observe_identity(ctx, facts),
+            command=phase or command,
+            force=force,
+            forced=forced,
+            judged=judged,
+        )
+        for warning in warnings:
+            ctx.ui.warn(phase or command, warning)
+        error: SafetyRefusal | None = Plan(command, refusals=refusals).refusal_error()
+        if error is not None:
+            raise error
     except BaseException:
         release_locks(ctx, owner, list(facts))
         raise

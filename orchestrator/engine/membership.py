@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator.adapters.etcd_api import EtcdApiError, EtcdClient, Member
+from orchestrator.adapters.etcd_api import EtcdApiError, EtcdClient
+from orchestrator.core.cluster_view import ClusterView, Member
 from orchestrator.core.errors import ClusterUnhealthy
-from orchestrator.engine.cluster import ClusterView
 from orchestrator.engine.polling import Backoff
 
 RETRY_FOR = 30.0  # seconds a transient answer is retried

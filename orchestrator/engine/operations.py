@@ -17,12 +17,11 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from orchestrator.adapters.lock import remove_script
 from orchestrator.adapters.release import Release, release_bytes
+from orchestrator.core.host_lock import remove_script
 from orchestrator.core.host_plan import (
     BACKUP_TIMER_PATH,
     BACKUP_UNIT_PATH,
-    CONFIG_FILES,
     HOST_BACKUP_DIR,
     UNIT_PATH,
     DesiredFile,
@@ -31,6 +30,7 @@ from orchestrator.core.host_plan import (
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ownership import (
     ASIDE_PREFIX,
+    CONFIG_FILES,
     MARKER_NAME,
     RESTORE_PREFIX,
     STAGED_SUFFIX,

@@ -6,17 +6,20 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from orchestrator.adapters.etcd_api import EtcdApiError, Member
+from orchestrator.adapters.etcd_api import EtcdApiError
 from orchestrator.adapters.pki import IssuedCert, pem_fingerprints
 from orchestrator.adapters.release import Release, arch_for, fetch_release
 from orchestrator.adapters.transport import Pending
+from orchestrator.core.cluster_view import ClusterView, Member
 from orchestrator.core.errors import PhaseFailure, SafetyRefusal
 from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_plan import DesiredFile, HostPlan, ca_file, desired_files
 from orchestrator.core.inventory import Host
-from orchestrator.core.ownership import ca_trust
-from orchestrator.core.render import pki_paths, render_etcd_env
-from orchestrator.engine.cluster import ClusterView
+from orchestrator.core.member_env import member_env as render_member_env
+from orchestrator.core.ownership import ca_refusal, ca_trust
+from orchestrator.core.ownership import foreign_ca_hosts as ownership_foreign_ca_hosts
+from orchestrator.core.render import pki_paths
+from orchestrator.core.versions import Version
 from orchestrator.engine.context import RunContext
 from orchestrator.engine.hosts import raise_for_failures
 from orchestrator.engine.operations import journal_tail, setup_host
@@ -71,46 +74,38 @@ def issue_certs(ctx: RunContext) -> dict[str, dict[str, IssuedCert]]:
     return out
 
 
-def foreign_ca_hosts(ctx: RunContext, facts: dict[str, HostFacts]) -> list[str]:
-    """Hosts holding a cluster (data, or etcd running) whose CA file shares no certificate
-    with the state dir's CAs. `facts` must carry the CA file's text (see `ca_facts`)."""
+def ca_trust_of(ctx: RunContext, facts: dict[str, HostFacts]) -> dict[str, str]:
+    """Whose CA each host trusts (`ownership.ca_trust`); `facts` must carry the CA file's
+    text (see `ca_facts`)."""
     ca_path = pki_paths(ctx.inv)["ca.crt"]
     known = ctx.pki.known_ca_fingerprints()
-    trust = {
+    return {
         n: ca_trust(pem_fingerprints(f.texts.get(ca_path, "").encode()), known)
         for n, f in facts.items()
     }
-    # "unknown" (no CA in the state dir at all): theirs is none of ours either.
-    return [n for n, f in facts.items() if f.holds_cluster and trust[n] in ("foreign", "unknown")]
+
+
+def foreign_ca_hosts(ctx: RunContext, facts: dict[str, HostFacts]) -> list[str]:
+    """Hosts holding a cluster whose CA is none of the state dir's (`ownership`)."""
+    return ownership_foreign_ca_hosts(
+        {n: f.holds_cluster for n, f in facts.items()}, ca_trust_of(ctx, facts)
+    )
 
 
 def check_ca(
     ctx: RunContext, facts: dict[str, HostFacts], created_now: bool, *, data_checked: bool = False
 ) -> None:
-    """Refuse when every host that holds a cluster trusts none of the state dir's CAs: the
-    state dir was lost (a CA made again, by this run or an earlier one) or is another
-    cluster's, and certs from our CA would cut the members off from each other. When only
-    some do, those hold another cluster's data: refused here too, unless the caller's own
-    data checks (`data_checked`: `up`, whose --force moves such data aside) handle them."""
-    foreign = foreign_ca_hosts(ctx, facts)
-    if not foreign:
-        return
-    holding = [n for n, f in facts.items() if f.holds_cluster]
-    names = ", ".join(foreign)
-    if len(foreign) < len(holding):
-        if data_checked:
-            return
-        raise SafetyRefusal(
-            f"hosts {names} hold data of a cluster that trusts another CA (the others trust "
-            "this state dir's CA); etcd-deploy up --force moves that data aside; nothing was "
-            "changed"
-        )
-    local = ctx.pki.ca_cert_path.parent
-    why = f"there was no CA in {local}" if created_now else f"none of the CAs in {local} is it"
-    raise SafetyRefusal(
-        f"hosts {names} hold a cluster that trusts another CA, and {why}: restore the state "
-        f"dir ({ctx.inv.cluster.state_dir}) from its backup; nothing was changed"
+    """Refuse, before anything changes, what `ownership.ca_refusal` refuses."""
+    refused = ca_refusal(
+        {n: f.holds_cluster for n, f in facts.items()},
+        ca_trust_of(ctx, facts),
+        created_now=created_now,
+        pki_dir=str(ctx.pki.ca_cert_path.parent),
+        state_dir=str(ctx.inv.cluster.state_dir),
+        data_checked=data_checked,
     )
+    if refused:
+        raise SafetyRefusal(refused + "; nothing was changed")
 
 
 def ca_facts(ctx: RunContext, names: Iterable[str]) -> dict[str, list[DesiredFile]]:
@@ -155,31 +150,52 @@ class Installs:
             self.pending.results()  # no host is still being written when the error is told
 
 
+def fetch_one_release(ctx: RunContext, arch: str) -> Release:
+    """The inventory's etcd release for `arch` (a host's `uname -m`), fetched and verified:
+    done before any host changes (a dead mirror or a bad checksum changes nothing)."""
+    inv = ctx.inv
+    arch = arch_for(arch)
+    with ctx.ui.progress(f"[release] etcd {inv.cluster.etcd_version} linux-{arch}", None) as bar:
+        release = fetch_release(
+            inv.cluster.release_url,
+            inv.cluster.etcd_version,
+            arch,
+            progress=bar,
+            log=lambda m: ctx.ui.info("release", m),
+            sha256=inv.cluster.release_pin(inv.cluster.etcd_version, arch),
+        )
+    ctx.ui.info(
+        "release",
+        f"etcd {inv.cluster.etcd_version} linux-{arch} verified (sha256 {release.sha256[:16]}...)",
+    )
+    return release
+
+
 def fetch_releases(
     ctx: RunContext, obs: Observed, plans: dict[str, HostPlan]
 ) -> dict[str, Release]:
-    """The release for every architecture the plans install, fetched and verified: done
-    before any host changes (a dead mirror or a bad checksum changes nothing)."""
-    inv = ctx.inv
-    releases: dict[str, Release] = {}
-    for arch in sorted({arch_for(obs.facts[n].arch) for n, p in plans.items() if p.install}):
-        with ctx.ui.progress(
-            f"[release] etcd {inv.cluster.etcd_version} linux-{arch}", None
-        ) as bar:
-            releases[arch] = fetch_release(
-                inv.cluster.release_url,
-                inv.cluster.etcd_version,
-                arch,
-                progress=bar,
-                log=lambda m: ctx.ui.info("release", m),
-                sha256=inv.cluster.release_pin(inv.cluster.etcd_version, arch),
-            )
-        ctx.ui.info(
-            "release",
-            f"etcd {inv.cluster.etcd_version} linux-{arch} verified "
-            f"(sha256 {releases[arch].sha256[:16]}...)",
-        )
-    return releases
+    """The release for every architecture the plans install (see `fetch_one_release`)."""
+    arches = sorted({arch_for(obs.facts[n].arch) for n, p in plans.items() if p.install})
+    return {arch: fetch_one_release(ctx, arch) for arch in arches}
+
+
+def install_host(
+    ctx: RunContext, conn: HostConnection, plan: HostPlan, release: Release | None
+) -> None:
+    """User and dirs, binaries (`release`, when the plan installs), the files written now
+    (a joiner's env waits for its join, a running member's for its restart)."""
+    files = [c.file for c in plan.files if c not in plan.deferred]
+    if not (plan.prepare or plan.install or files):
+        return
+    setup_host(conn, ctx.inv, files, prepare=bool(plan.prepare), release=release)
+    done = []
+    if plan.prepare:
+        done.append(f"prepared the etcd user and directories ({plan.prepare})")
+    if plan.install:
+        done.append(f"installed {plan.install}")
+    if files:
+        done.append(f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files})))
+    ctx.ui.info(f"install {conn.name}", "; ".join(done))
 
 
 def install_hosts(
@@ -189,29 +205,13 @@ def install_hosts(
     releases: dict[str, Release],
     first: Collection[str] = (),
 ) -> Installs:
-    """Start, per host in parallel: user and dirs, binaries (from `releases`, see
-    `fetch_releases`), files (a joiner's env waits for its join). The hosts in `first` (the
-    one a new cluster starts on) install alone, without sharing bandwidth and CPU: the
-    others follow as soon as they are done."""
-    inv = ctx.inv
+    """Start `install_host` on every host with changes, in parallel. The hosts in `first`
+    install alone, without sharing bandwidth and CPU: the others follow once they are done."""
 
     def one(conn: HostConnection) -> None:
         plan = plans[conn.name]
-        files = [c.file for c in plan.files if c not in plan.deferred]
-        if not (plan.prepare or plan.install or files):
-            return
         release = releases[arch_for(obs.facts[conn.name].arch)] if plan.install else None
-        setup_host(conn, inv, files, prepare=bool(plan.prepare), release=release)
-        done = []
-        if plan.prepare:
-            done.append(f"prepared the etcd user and directories ({plan.prepare})")
-        if plan.install:
-            done.append(f"installed {plan.install}")
-        if files:
-            done.append(
-                f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files}))
-            )
-        ctx.ui.info(f"install {conn.name}", "; ".join(done))
+        install_host(ctx, conn, plan, release)
 
     names = [n for n, p in plans.items() if p.changes]
     leading = ctx.pool.start(one, [n for n in names if n in first])
@@ -321,33 +321,16 @@ def member_env(
     *,
     state: str,
     members: list[Member] | None = None,
-    version: str | None = None,
+    version: Version | None = None,
     static: bool = False,
 ) -> str:
-    """etcd.env for `host`: a new cluster of itself (or of every host, for a parallel
-    bootstrap or with `static`), or the current members plus itself. `version`: the etcd
-    version the flags are rendered for (default: the inventory's)."""
-    inv = ctx.inv
-    if state == "new":
-        # One member first (learner mode), or every host at once (bootstrap = "parallel",
-        # or a restore: every member restored, then all started together).
-        founders = inv.hosts if static or inv.cluster.bootstrap == "parallel" else (host,)
-        initial = [(h.name, inv.peer_url(h)) for h in founders]
-    else:
-        own = inv.peer_url(host)
-        # A member added but not started yet has no name: name it from the inventory.
-        by_url = {inv.peer_url(h): h.name for h in inv.hosts}
-        initial = [
-            (m.name or by_url.get(m.peer_urls[0]) or f"member-{m.id:x}", m.peer_urls[0])
-            for m in (members or [])
-        ]
-        if not any(url == own for _, url in initial):
-            initial.append((host.name, own))
-    return render_etcd_env(
-        inv,
+    """etcd.env for `host` with this run's cluster token (see `core.member_env`)."""
+    return render_member_env(
+        ctx.inv,
         host,
-        initial_cluster=initial,
-        initial_state=state,
         token=obs.token,
-        version=version or inv.cluster.etcd_version,
+        state=state,
+        members=members or (),
+        version=version,
+        static=static,
     )

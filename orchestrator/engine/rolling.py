@@ -14,44 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from orchestrator.adapters.etcd_api import EtcdApiError, Member
+from orchestrator.adapters.etcd_api import EtcdApiError
+from orchestrator.core.cluster_view import Member
 from orchestrator.core.errors import ClusterUnhealthy, EtcdDeployError, PhaseFailure, detail_of
 from orchestrator.core.inventory import Host
-from orchestrator.engine.cluster import ClusterView, observe, wait_healthy
+from orchestrator.core.rolling_order import is_caught_up, lag, next_member
+from orchestrator.engine.cluster import observe, wait_healthy
 from orchestrator.engine.context import RunContext
 from orchestrator.engine.membership import hand_over_leadership
 from orchestrator.engine.polling import Backoff
 
-LAG_BOUND = 1000  # raft entries a member may trail the leader by and count as caught up
 SETTLE_TIMEOUT = 120.0
-
-
-def lag(view: ClusterView, member_id: int) -> int | None:
-    """How many raft entries `member_id` has yet to apply, or None when unknown."""
-    leader = view.statuses.get(view.leader_id or 0)
-    status = view.statuses.get(member_id)
-    if leader is None or status is None:
-        return None
-    return max(0, leader.raft_index - status.raft_applied_index)
-
-
-def next_member(view: ClusterView, remaining: list[Member], lag_bound: int = LAG_BOUND) -> Member:
-    """Pure: the member to handle next among `remaining`."""
-
-    def rank(m: Member) -> tuple[int, str]:
-        if m.id == view.leader_id and view.is_healthy_member(m.id):
-            return (2, m.name)
-        behind = lag(view, m.id)
-        if not view.is_healthy_member(m.id) or behind is None or behind > lag_bound:
-            return (0, m.name)
-        return (1, m.name)
-
-    return min(remaining, key=rank)
-
-
-def is_caught_up(view: ClusterView, member_id: int, lag_bound: int = LAG_BOUND) -> bool:
-    behind = lag(view, member_id)
-    return view.healthy and behind is not None and behind <= lag_bound
 
 
 @dataclass
@@ -66,12 +39,14 @@ def roll(
     action: Callable[[Host, Member], None],
     *,
     phase: str,
-    describe: str,
-    dry_run: bool = False,
+    describe: str | Callable[[str], str],
     tolerate: Collection[str] = (),
+    done: list[str] | None = None,
 ) -> RollResult:
     """Apply `action` to each member of `hosts`, one at a time, in the engine's order.
-    `tolerate`: alarm kinds the health gates overlook (those the action is there to clear)."""
+    `describe`: what is done to a member, said before it (or, given a host name, says it).
+    `tolerate`: alarm kinds the health gates overlook (those the action is there to clear).
+    `done`: filled with each host as it is done (read it after a failure too)."""
     client = ctx.client()
     view = observe(client, tolerate=tolerate)
     members: dict[int, tuple[Host, Member]] = {}
@@ -83,18 +58,7 @@ def roll(
             ctx.ui.warn(f"{phase} {host.name}", "not a member of the cluster; skipped")
         else:
             members[member.id] = (host, member)
-    if dry_run:
-        remaining = [m for _, m in members.values()]
-        order = []
-        while remaining:
-            pick = next_member(view, remaining)
-            order.append(pick)
-            remaining.remove(pick)
-        for m in order:
-            leader = " (leader: leadership handed over first)" if m.id == view.leader_id else ""
-            ctx.ui.print(f"[{phase} {m.name}] would {describe}{leader}")
-        return RollResult([], skipped)
-    done: list[str] = []
+    done = [] if done is None else done
     remaining = [m for _, m in members.values()]
     while remaining:
         try:
@@ -114,7 +78,7 @@ def roll(
                 and hand_over_leadership(client, view, member, ctx.ui.log) is not None
             ):
                 view = wait_healthy(client, timeout=30, ignore=ignore, tolerate=tolerate)
-            ctx.ui.info(step, describe)
+            ctx.ui.info(step, describe if isinstance(describe, str) else describe(host.name))
             action(host, member)
             wait_caught_up(ctx, member.id, tolerate=tolerate)
         except EtcdDeployError as exc:

@@ -35,9 +35,11 @@ def test_backup_destroy_restore_keeps_every_key(make_cli, lab: Lab) -> None:
     assert not list(path.parent.glob("*.part"))
     assert cli("destroy", "--yes").returncode == 0
 
-    dry = cli("restore", str(path))
-    assert dry.returncode == 0 and "add --yes" in dry.stdout
+    dry = cli("restore", str(path))  # without --yes: its plan, as --dry-run (exit 10)
+    assert dry.returncode == 10 and "add --yes" in dry.stderr, dry.stderr
+    assert "[restore etcd1] send" in dry.stdout and "[aside etcd3]" in dry.stdout
     assert lab.exec("etcd1", "ls /etc/etcd 2>/dev/null", check=False).stdout == ""
+    assert lab.exec("etcd1", "ls /run/etcd-deploy.lock", check=False).returncode != 0
 
     proc = cli("restore", str(path), "--yes")
     assert proc.returncode == 0, proc.stderr
@@ -81,6 +83,9 @@ def test_truncated_snapshot_is_refused_before_anything_stops(make_cli, lab: Lab)
 def test_scheduled_backups_run_on_the_hosts_and_keep_the_last_n(make_cli, lab: Lab) -> None:
     cli = make_cli(3)
     cli("up", check=True)
+    dry = cli("backup", "schedule", "--every", "1h", "--keep", "2", "--dry-run")
+    assert dry.returncode == 10 and dry.stdout.count("[schedule etcd") == 3, dry.stderr
+    assert lab.exec("etcd1", "systemctl is-enabled etcd-backup.timer", check=False).returncode
     proc = cli("backup", "schedule", "--every", "1h", "--keep", "2")
     assert proc.returncode == 0, proc.stderr
     for name in THREE:

@@ -79,6 +79,12 @@ def test_short_lived_certs_are_flagged_then_renewed_without_a_restart(make_cli, 
     assert {r["kind"] for r in rows if "expires within" in r["problem"]} >= {"server", "peer"}
     started = {n: unit_started_at(lab, n) for n in THREE}
     cli.inventory.write_text(cli.inventory.read_text().replace("cert_days = 1\n", ""))
+    before = {p: p.read_bytes() for p in _pki(cli).rglob("*") if p.is_file()}
+    dry = cli("certs", "renew", "--within", "30", "--dry-run")
+    assert dry.returncode == 10, dry.stderr
+    issue = [line for line in dry.stdout.splitlines() if "] issue a new " in line]
+    assert len(issue) == 12 and all("renew window 30" in line for line in issue), dry.stdout
+    assert {p: p.read_bytes() for p in _pki(cli).rglob("*") if p.is_file()} == before
     with DownSampler(ENDPOINTS, _pki(cli)) as sampler:
         proc = cli("certs", "renew", "--within", "30")
     assert proc.returncode == 0, proc.stderr
@@ -129,9 +135,12 @@ def test_rotate_ca_under_load_leaves_no_trace_of_the_old_ca(make_cli, lab: Lab, 
     pki = _pki(cli)
     old_ca = (pki / "ca.crt").read_bytes()
     dry = cli("certs", "rotate-ca", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
-    steps = [line for line in dry.stdout.splitlines() if "would trust old and new CA" in line]
+    assert dry.returncode == 10, dry.stderr  # the plan changes something
+    lines = dry.stdout.splitlines()
+    steps = [line for line in lines if "] trust old and new CA (restart)" in line]
     assert len(steps) == 3 and "leadership handed over first" in steps[-1], dry.stdout
+    assert all(line.startswith("[rotate-ca etcd") for line in steps), dry.stdout
+    assert sum("issue a new" in line for line in lines) == 12, dry.stdout
     assert (pki / "ca.crt").read_bytes() == old_ca and not (pki / "ca-bundle.crt").exists()
     writer = Writer(ENDPOINTS, pki).start()
     try:

@@ -8,9 +8,9 @@ import json
 import time
 from pathlib import Path
 
+from orchestrator.adapters.inventory_file import load_inventory
 from orchestrator.adapters.transport import Pool
 from orchestrator.core.host_plan import DesiredFile
-from orchestrator.core.inventory import load_inventory
 from orchestrator.engine.operations import files_tar, write_files_script
 from tests.e2e.load import put_keys, read_prefix
 from tests.lab.driver import HOSTS, Lab
@@ -67,6 +67,8 @@ def test_destroy_of_another_clusters_inventory_is_refused(
     assert ours("up").returncode == 0
     other = lab.inventory(tmp_path / "other" / "inventory.toml", 1, cluster="other")
     before = etcd_data(lab, "etcd1")
+    dry = ours("destroy", "--dry-run", "-i", str(other))
+    assert dry.returncode == 5 and "destroy refused: etcd1:" in dry.stderr, dry.stderr
     refused = ours("destroy", "--yes", "-i", str(other))
     assert refused.returncode == 5, refused.stderr
     assert "destroy refused: etcd1:" in refused.stderr

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.adapters.inventory_file import load_inventory
 from orchestrator.adapters.transport import Pool
-from orchestrator.core.inventory import load_inventory
 from tests.lab.driver import HOSTS, Lab
 
 

@@ -180,6 +180,15 @@ def test_destroy_removes_everything_but_local_state(make_cli, lab: Lab) -> None:
     cli("up", check=True)
     refused = cli("destroy")
     assert refused.returncode == 2 and "--yes" in refused.stderr
+    dry = cli("destroy", "--dry-run")  # no --yes needed: the plan, hosts read without locks
+    assert dry.returncode == 10, dry.stderr
+    assert [line.split("]")[0] for line in dry.stdout.splitlines()[:3]] == [
+        f"[destroy {name}" for name in THREE
+    ]
+    assert "remove /var/lib/etcd, the on-host backups and the etcd user" in dry.stdout
+    assert cli.status()["healthy"]
+    for name in THREE:
+        assert lab.exec(name, "ls /run/etcd-deploy.lock", check=False).returncode != 0
     assert cli("destroy", "--yes").returncode == 0
     for name in THREE:
         left = lab.exec(

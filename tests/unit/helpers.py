@@ -7,7 +7,8 @@ from pathlib import Path
 
 from orchestrator.core.facts import TEXT_KINDS, HostFacts, RemoteFile
 from orchestrator.core.host_plan import DesiredFile, desired_dirs, desired_files
-from orchestrator.core.inventory import Host, Inventory, parse_inventory
+from orchestrator.core.inventory import Host, Inventory
+from orchestrator.core.inventory_rules import parse_inventory
 from orchestrator.core.ownership import Marker
 from orchestrator.core.render import HOST_CERT_KINDS as CERT_KINDS
 from orchestrator.core.render import render_etcd_env
@@ -101,7 +102,7 @@ def converged_facts(
     """Facts of a host that has exactly `files` (and texts of the non-secret ones)."""
     return HostFacts(
         arch="x86_64",
-        etcd_version=version or inv.cluster.etcd_version,
+        etcd_version=version or str(inv.cluster.etcd_version),
         etcd_user=True,
         dirs=dict(desired_dirs(inv)),
         active_state=active_state,

@@ -13,10 +13,11 @@ from typing import Any, BinaryIO, ClassVar
 
 import pytest
 
-from orchestrator.adapters.lock import LockOwner, StateLock
+from orchestrator.adapters.lock import StateLock
 from orchestrator.adapters.snapshot import list_local, verify_integrity
 from orchestrator.commands import backup
 from orchestrator.core.errors import SafetyRefusal
+from orchestrator.core.host_lock import LockOwner
 from tests.unit.helpers import make_inventory
 
 REAL = Path(__file__).parent / "data" / "etcd-3.5.1-snapshot.db"
@@ -162,14 +163,12 @@ def test_schedule_record_is_written_atomically(ctx: Ctx, monkeypatch: pytest.Mon
     from contextlib import nullcontext
 
     monkeypatch.setattr(backup, "locked_hosts", lambda *_a, **_k: nullcontext({}))
-    monkeypatch.setattr(backup, "raise_for_failures", lambda *_a: None)
 
     class Pool:
         def map(self, _fn: Any, _names: Any) -> dict[str, Any]:
             return {}
 
     ctx.pool = Pool()  # type: ignore[attr-defined]
-    monkeypatch.setattr(backup, "render_backup_timer", lambda _inv, _every: "")
     backup.run_schedule(ctx, every="30m", keep=5, off=False)  # type: ignore[arg-type]
     ((path, data, mode),) = writes
     assert path == ctx.inv.cluster.state_dir / backup.SCHEDULE_FILE

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from orchestrator.adapters.etcd_api import EtcdApiError, Member, MemberStatus
+from orchestrator.adapters.etcd_api import EtcdApiError
+from orchestrator.core.cluster_view import ClusterView, Member, MemberStatus
 from orchestrator.core.errors import ClusterUnhealthy
-from orchestrator.engine.cluster import ClusterView, observe, wait_healthy
+from orchestrator.engine.cluster import observe, wait_healthy
 
 
 def member(n: int, *, learner: bool = False, started: bool = True) -> Member:

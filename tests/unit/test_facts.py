@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters.lock import LockOwner, parse_owner
 from orchestrator.core.facts import (
     MARK,
     TEXT_KINDS,
@@ -28,6 +27,7 @@ from orchestrator.core.facts import (
     facts_script,
     parse_facts,
 )
+from orchestrator.core.host_lock import LockOwner, parse_owner
 from tests.unit.helpers import fake_certs, make_inventory, wanted_files
 
 OWNER = LockOwner("0a1b2c3d4e5f", "ctl.example", 4242, "up", 1_715_000_000)

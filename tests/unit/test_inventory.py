@@ -15,20 +15,24 @@ import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.adapters.inventory_file import (
+    add_host_to_file,
+    load_inventory,
+    remove_host_from_file,
+    set_cluster_key_in_file,
+)
 from orchestrator.core.errors import InventoryError, UsageError
 from orchestrator.core.inventory import (
     DEFAULT_RELEASE_URL,
-    SCHEMA,
     Cluster,
     Host,
     SSHSettings,
-    add_host_to_file,
-    load_inventory,
-    parse_inventory,
-    remove_host_from_file,
-    set_cluster_key_in_file,
     url_host,
 )
+from orchestrator.core.inventory_edits import with_cluster_key
+from orchestrator.core.inventory_rules import parse_inventory
+from orchestrator.core.inventory_schema import SCHEMA
+from orchestrator.core.versions import Version
 
 HERE = Path(__file__).parent
 BAD = sorted((HERE / "inventories" / "bad").glob("*.toml"))
@@ -161,7 +165,11 @@ def test_minimal_inventory_gets_every_default(tmp_path: Path) -> None:
     inv = load_inventory(write(tmp_path, MINIMAL))
     c = inv.cluster
     assert inv.path == tmp_path / "inventory.toml"
-    assert (c.name, c.etcd_version, c.release_url) == ("demo", "3.5.17", DEFAULT_RELEASE_URL)
+    assert (c.name, c.etcd_version, c.release_url) == (
+        "demo",
+        Version(3, 5, 17),
+        DEFAULT_RELEASE_URL,
+    )
     assert (c.client_port, c.peer_port) == (2379, 2380)
     assert (c.data_dir, c.install_dir, c.config_dir) == ("/var/lib/etcd", "/opt/bin", "/etc/etcd")
     assert (c.cert_days, c.ca_days, c.renew_within_days) == (365, 3650, 30)
@@ -598,7 +606,17 @@ def test_set_cluster_key_keeps_the_comment(tmp_path: Path) -> None:
     set_cluster_key_in_file(path, "etcd_version", "3.5.18")
     text = path.read_text()
     assert text == COMMENTED.replace('"3.5.17"      #', '"3.5.18"      #')
-    assert load_inventory(path).cluster.etcd_version == "3.5.18"
+    assert load_inventory(path).cluster.etcd_version == Version(3, 5, 18)
+
+
+def test_edits_are_text_in_text_out_and_write_a_version_as_a_string() -> None:
+    path = Path("/srv/inventory.toml")  # only named in errors: the edits touch no file
+    edited = with_cluster_key(COMMENTED, path, "etcd_version", Version(3, 5, 18))
+    assert edited == COMMENTED.replace('"3.5.17"      #', '"3.5.18"      #')
+    crlf = "\ufeff" + COMMENTED.replace("\n", "\r\n")
+    assert with_cluster_key(crlf, path, "etcd_version", "3.5.18") == "\ufeff" + edited.replace(
+        "\n", "\r\n"
+    )
 
 
 def test_set_new_cluster_key_goes_before_the_flags_table(tmp_path: Path) -> None:

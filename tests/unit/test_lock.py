@@ -1,8 +1,10 @@
-"""The per-host run lock: owner record, staleness, and the take-over/release scripts (run
-locally with `sh` against a lock file in tmp_path)."""
+"""The per-host run lock: owner record, staleness (the rule from data, and as this machine
+judges it), and the take-over/release scripts (run locally with `sh` against a lock file in
+tmp_path)."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -16,12 +18,14 @@ from typing import Any, ClassVar
 import pytest
 
 import orchestrator.adapters.lock as lock
-from orchestrator.adapters.lock import (
+import orchestrator.core.host_lock as host_lock
+from orchestrator.adapters.lock import local_view, new_owner, stale_reason_here
+from orchestrator.core.host_lock import (
     LEASE_SECONDS,
     RENEW_SECONDS,
+    LocalView,
     LockOwner,
     acquire_script,
-    new_owner,
     parse_owner,
     refresh_script,
     release_script,
@@ -60,7 +64,7 @@ def sha(path: Path) -> str:
 @pytest.fixture
 def lock_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "etcd-deploy.lock"
-    monkeypatch.setattr(lock, "LOCK_PATH", str(path))
+    monkeypatch.setattr(host_lock, "LOCK_PATH", str(path))
     return path
 
 
@@ -121,13 +125,18 @@ def test_describe() -> None:
 
 
 # --------------------------------------------------------------------------- stale_reason
+# The rule, from data: LIVE is the judging machine as `lock.local_view` reads it, with the
+# owner's pid (4242) running there since tick 77.
+
+LIVE = LocalView("ctl.example", machine="m1", boot="b1", pid_alive=True, pid_start=77)
+DEAD = dataclasses.replace(LIVE, pid_alive=False, pid_start=None)
 
 
 @pytest.mark.parametrize(
     ("holder", "reason"),
     [
         pytest.param(None, None, id="unreadable-is-held"),
-        pytest.param(owner(control=HERE, pid=os.getpid()), None, id="same-host-live-pid"),
+        pytest.param(owner(), None, id="same-host-live-pid"),
         pytest.param(owner(control="elsewhere"), None, id="other-host-fresh"),
         pytest.param(
             owner(control="elsewhere", started=NOW - LEASE_SECONDS),
@@ -140,29 +149,71 @@ def test_describe() -> None:
             id="other-host-old",
         ),
         pytest.param(
-            owner(control=HERE, pid=os.getpid(), started=NOW - 2 * LEASE_SECONDS),
+            owner(started=NOW - 2 * LEASE_SECONDS),
             "not renewed for over 60 minutes",  # the lease ran out: "from anywhere"
             id="same-host-live-pid-old",
         ),
     ],
 )
 def test_stale_reason(holder: LockOwner | None, reason: str | None) -> None:
-    assert stale_reason(holder, now=NOW) == reason
+    assert stale_reason(holder, NOW, here=LIVE) == reason
 
 
 def test_same_host_dead_pid_is_stale_at_once() -> None:
-    pid = dead_pid()
-    assert stale_reason(owner(control=HERE, pid=pid), now=NOW) == f"pid {pid} on {HERE} is gone"
+    assert stale_reason(owner(), NOW, here=DEAD) == "pid 4242 on ctl.example is gone"
 
 
 def test_dead_pid_on_another_host_is_not_judged_here() -> None:
     # The pid belongs to another machine: only the lease can make it stale.
-    assert stale_reason(owner(control="elsewhere", pid=dead_pid()), now=NOW) is None
+    assert stale_reason(owner(control="elsewhere"), NOW, here=DEAD) is None
 
 
-def test_stale_reason_defaults_to_now() -> None:
-    assert stale_reason(owner(control="elsewhere", started=time.time())) is None
-    assert stale_reason(owner(control="elsewhere", started=time.time() - 2 * LEASE_SECONDS))
+def test_reused_pid_is_another_process() -> None:
+    holder = dataclasses.replace(owner(), machine="m1", pid_start=76, boot="b1")
+    assert stale_reason(holder, NOW, here=LIVE) == "pid 4242 on ctl.example is another process now"
+    assert stale_reason(dataclasses.replace(holder, pid_start=77), NOW, here=LIVE) is None
+    # A start time unknown on either side proves nothing.
+    assert stale_reason(dataclasses.replace(holder, pid_start=None), NOW, here=LIVE) is None
+    unknown = dataclasses.replace(LIVE, pid_start=None)
+    assert stale_reason(holder, NOW, here=unknown) is None
+
+
+def test_owner_from_another_boot_is_stale() -> None:
+    holder = dataclasses.replace(owner(), machine="m1", boot="b0")
+    assert stale_reason(holder, NOW, here=LIVE) == (
+        "ctl.example rebooted since pid 4242 on ctl.example took it"
+    )
+    assert stale_reason(holder, NOW, here=dataclasses.replace(LIVE, boot="")) is None
+
+
+def test_same_hostname_other_machine_id_is_judged_by_the_lease_only() -> None:
+    other = dataclasses.replace(owner(), machine="m2", boot="b0")
+    assert stale_reason(other, NOW, here=DEAD) is None
+    assert stale_reason(other, NOW, here=DEAD, age=LEASE_SECONDS + 1) is not None
+
+
+def test_host_age_wins_over_the_owners_clock() -> None:
+    # The owner's `renewed` says long ago (its clock is behind), the host saw it change now.
+    behind = owner(control="elsewhere", started=NOW - 10 * LEASE_SECONDS)
+    assert stale_reason(behind, NOW, here=LIVE, age=5) is None
+    assert stale_reason(owner(control="elsewhere"), NOW, here=LIVE, age=LEASE_SECONDS + 1) == (
+        "not renewed for over 60 minutes"
+    )
+
+
+@pytest.mark.parametrize(
+    ("age", "reason"),
+    [
+        (None, None),
+        (0, None),
+        (LEASE_SECONDS, None),
+        (LEASE_SECONDS + 1, "unreadable lock file, not renewed for over 60 minutes"),
+    ],
+)
+def test_empty_or_unreadable_lock_is_held_until_its_lease_ends(
+    age: float | None, reason: str | None
+) -> None:
+    assert stale_reason(None, NOW, here=LIVE, age=age) == reason
 
 
 # --------------------------------------------------------------------------- scripts
@@ -320,52 +371,56 @@ def here(**kwargs: object) -> LockOwner:
 
 
 def test_live_owner_on_this_machine_is_held() -> None:
-    assert stale_reason(here(), now=NOW) is None
+    assert stale_reason_here(here(), now=NOW) is None
+    assert stale_reason_here(owner(control=HERE, pid=os.getpid()), now=NOW) is None
+
+
+def test_dead_pid_on_this_machine_is_stale_at_once() -> None:
+    pid = dead_pid()
+    assert stale_reason_here(here(pid=pid), now=NOW) == f"pid {pid} on {HERE} is gone"
+    assert stale_reason_here(owner(control=HERE, pid=pid), now=NOW) == (
+        f"pid {pid} on {HERE} is gone"
+    )
+
+
+def test_dead_pid_of_another_machine_is_not_looked_at() -> None:
+    view = local_view(owner(control="elsewhere", pid=dead_pid()))
+    assert (view.hostname, view.machine, view.boot) == (HERE, lock.machine_id(), lock.boot_id())
+    assert (view.pid_alive, view.pid_start) == (True, None)  # not looked at
+    assert stale_reason_here(owner(control="elsewhere", pid=dead_pid()), now=NOW) is None
+
+
+def test_local_view_reads_the_owners_pid_on_this_machine() -> None:
+    view = local_view(here())
+    assert view.pid_alive and view.pid_start == lock.process_start(os.getpid())
+    assert not local_view(here(pid=dead_pid())).pid_alive
+    assert local_view(None) == LocalView(HERE, machine=lock.machine_id(), boot=lock.boot_id())
 
 
 def test_reused_pid_is_stale_at_once() -> None:
     start = lock.process_start(os.getpid())
     assert start is not None
-    reason = stale_reason(here(pid_start=start + 1), now=NOW)
+    reason = stale_reason_here(here(pid_start=start + 1), now=NOW)
     assert reason == f"pid {os.getpid()} on {HERE} is another process now"
 
 
 def test_owner_from_before_a_reboot_is_stale_at_once() -> None:
     if not lock.boot_id():
         pytest.skip("no boot id here")
-    assert stale_reason(here(boot="another-boot"), now=NOW) == (
+    assert stale_reason_here(here(boot="another-boot"), now=NOW) == (
         f"{HERE} rebooted since pid {os.getpid()} on {HERE} took it"
     )
 
 
-def test_same_hostname_other_machine_id_is_judged_by_the_lease_only() -> None:
+def test_same_hostname_other_machine_id_here_is_judged_by_the_lease_only() -> None:
     other = here(machine="0" * 32, pid=dead_pid())
-    assert stale_reason(other, now=NOW) is None
-    assert stale_reason(other, now=NOW, age=LEASE_SECONDS + 1) is not None
+    assert stale_reason_here(other, now=NOW) is None
+    assert stale_reason_here(other, now=NOW, age=LEASE_SECONDS + 1) is not None
 
 
-def test_host_age_wins_over_the_owners_clock() -> None:
-    # The owner's `renewed` says long ago (its clock is behind), the host saw it change now.
-    behind = owner(control="elsewhere", started=NOW - 10 * LEASE_SECONDS)
-    assert stale_reason(behind, now=NOW, age=5) is None
-    assert stale_reason(owner(control="elsewhere"), now=NOW, age=LEASE_SECONDS + 1) == (
-        "not renewed for over 60 minutes"
-    )
-
-
-@pytest.mark.parametrize(
-    ("age", "reason"),
-    [
-        (None, None),
-        (0, None),
-        (LEASE_SECONDS, None),
-        (LEASE_SECONDS + 1, "unreadable lock file, not renewed for over 60 minutes"),
-    ],
-)
-def test_empty_or_unreadable_lock_is_held_until_its_lease_ends(
-    age: float | None, reason: str | None
-) -> None:
-    assert stale_reason(None, now=NOW, age=age) == reason
+def test_stale_reason_here_defaults_to_now() -> None:
+    assert stale_reason_here(owner(control="elsewhere", started=time.time())) is None
+    assert stale_reason_here(owner(control="elsewhere", started=time.time() - 2 * LEASE_SECONDS))
 
 
 # ------------------------------------------------------------------ held-lock reports
@@ -373,14 +428,14 @@ def test_empty_or_unreadable_lock_is_held_until_its_lease_ends(
 
 def test_parse_held() -> None:
     text = owner().render()
-    held = lock.parse_held(f"held 1000 400 {'c' * 64}\n{text}\n\n")
+    held = host_lock.parse_held(f"held 1000 400 {'c' * 64}\n{text}\n\n")
     assert (held.owner, held.text, held.age, held.sha256) == (owner(), text, 600.0, "c" * 64)
-    empty = lock.parse_held(f"held 1000 400 {'c' * 64}\n\n")
+    empty = host_lock.parse_held(f"held 1000 400 {'c' * 64}\n\n")
     assert (empty.owner, empty.age, empty.sha256) == (None, 600.0, "c" * 64)
     assert "taking it right now (lock file empty)" in empty.describe()
-    missing = lock.parse_held("held 1000 - \n")  # no file to read: no mtime, no sha
+    missing = host_lock.parse_held("held 1000 - \n")  # no file to read: no mtime, no sha
     assert (missing.owner, missing.age, missing.sha256) == (None, None, "")
-    legacy = lock.parse_held(text)  # a bare owner line
+    legacy = host_lock.parse_held(text)  # a bare owner line
     assert (legacy.owner, legacy.age, legacy.sha256) == (owner(), None, "")
 
 
@@ -404,7 +459,7 @@ def test_acquire_reports_a_held_lock_with_host_time_mtime_and_sha(lock_path: Pat
     lock_path.write_text(content)
     os.utime(lock_path, (NOW, NOW))
     result = sh(acquire_script(owner(run_id="mine").render()))
-    held = lock.parse_held(result.stdout)
+    held = host_lock.parse_held(result.stdout)
     assert held.owner == owner(run_id="theirs")
     assert held.sha256 == sha(lock_path)
     assert held.age is not None and abs(held.age - (time.time() - NOW)) < 60
@@ -416,13 +471,13 @@ def test_a_lock_being_written_is_not_stale(lock_path: Path, content: str) -> Non
     """An empty or half-written lock file (a run taking it with the old `printf >`) counts
     as held until it is older than the lease, by its mtime."""
     lock_path.write_text(content)
-    held = lock.parse_held(sh(acquire_script(owner().render())).stdout)
+    held = host_lock.parse_held(sh(acquire_script(owner().render())).stdout)
     assert held.owner is None and held.sha256 == sha(lock_path)
-    assert stale_reason(held.owner, age=held.age) is None
+    assert stale_reason_here(held.owner, age=held.age) is None
     old = time.time() - LEASE_SECONDS - 120
     os.utime(lock_path, (old, old))
-    held = lock.parse_held(sh(acquire_script(owner().render())).stdout)
-    assert stale_reason(held.owner, age=held.age) is not None
+    held = host_lock.parse_held(sh(acquire_script(owner().render())).stdout)
+    assert stale_reason_here(held.owner, age=held.age) is not None
 
 
 def spawn(scripts: list[str]) -> list[str]:
@@ -443,7 +498,7 @@ def assert_one_winner(lock_path: Path, scripts: list[str], owners: list, won: st
     assert parse_owner(lock_path.read_text()) == winners[0]
     for out in outputs:
         if out != won:
-            assert lock.parse_held(out).owner == winners[0]
+            assert host_lock.parse_held(out).owner == winners[0]
 
 
 def test_concurrent_acquires_one_wins(lock_path: Path) -> None:
@@ -464,7 +519,7 @@ def test_takeover_refused_when_the_lock_changed(lock_path: Path) -> None:
     now_there = lock_path.read_text()
     result = sh(takeover_script(owner(run_id="new"), judged))
     assert result.returncode == 0
-    held = lock.parse_held(result.stdout)
+    held = host_lock.parse_held(result.stdout)
     assert held.owner == owner(run_id="old").renew(NOW + 300)
     assert lock_path.read_text() == now_there
     assert sorted(p.name for p in lock_path.parent.iterdir())[0] == "etcd-deploy.lock"
@@ -550,7 +605,7 @@ def test_a_live_lock_is_refused_not_taken(lock_path: Path) -> None:
 def test_a_busy_guard_is_an_error_not_a_lock(
     lock_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lock, "GUARD_WAIT", 1)
+    monkeypatch.setattr(host_lock, "GUARD_WAIT", 1)
     fd = os.open(f"{lock_path}.guard", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -572,7 +627,7 @@ def test_refresh_rewrites_only_our_lock(lock_path: Path) -> None:
     theirs = owner(run_id="0a1b2c3d4e5").render() + "\n"  # a prefix of ours
     lock_path.write_text(theirs)
     out = sh(refresh_script(me.renew(NOW + 900))).stdout
-    assert lock.parse_held(out).owner == owner(run_id="0a1b2c3d4e5")
+    assert host_lock.parse_held(out).owner == owner(run_id="0a1b2c3d4e5")
     assert lock_path.read_text() == theirs
 
 

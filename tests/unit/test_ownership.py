@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters.etcd_api import Member
 from orchestrator.adapters.state_dir import purge_state_dir
+from orchestrator.core.cluster_view import ClusterView, Member
 from orchestrator.core.facts import parse_folder
 from orchestrator.core.ownership import (
     DirFacts,
@@ -23,7 +23,6 @@ from orchestrator.core.ownership import (
     judge,
     parse_marker,
 )
-from orchestrator.engine.cluster import ClusterView
 from orchestrator.engine.operations import _remove_marked_lines, aside_lines
 
 OURS = Marker("demo", "00c0ffee00c0ffee")

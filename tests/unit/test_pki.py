@@ -31,6 +31,7 @@ from orchestrator.adapters.pki import (
 )
 from orchestrator.core.errors import PreflightError
 from orchestrator.core.inventory import Cluster, Host, Inventory, SSHSettings
+from orchestrator.core.versions import Version
 
 CLIENT_KINDS = ("etcdctl-etcd-client", "apiserver-etcd-client")
 
@@ -51,7 +52,9 @@ def make_host(
 
 
 def make_inv(state_dir: Path, *hosts: Host, cert_days: int = 365) -> Inventory:
-    cluster = Cluster(name="prod", etcd_version="3.5.17", state_dir=state_dir, cert_days=cert_days)
+    cluster = Cluster(
+        name="prod", etcd_version=Version(3, 5, 17), state_dir=state_dir, cert_days=cert_days
+    )
     return Inventory(
         path=state_dir / "inventory.toml",
         cluster=cluster,

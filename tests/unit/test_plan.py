@@ -19,6 +19,7 @@ from orchestrator.core.host_plan import (
 )
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.render import HOST_CERT_KINDS as CERT_KINDS
+from orchestrator.core.versions import parse_version
 from tests.unit.helpers import (
     converged_facts,
     env_for,
@@ -39,7 +40,13 @@ def plan_for(
     version: str = VERSION,
 ) -> HostPlan:
     return plan_host(
-        inv, inv.hosts[0], files, facts, version=version, member=member, bootstrap=bootstrap
+        inv,
+        inv.hosts[0],
+        files,
+        facts,
+        version=parse_version(version),
+        member=member,
+        bootstrap=bootstrap,
     )
 
 
@@ -429,7 +436,13 @@ def test_a_symlink_at_a_wanted_path_is_replaced_never_read(inv: Inventory) -> No
     del facts.texts[ca.path]
     facts.links.add(ca.path)
     plan = plan_host(
-        inv, inv.hosts[0], files, facts, version="3.5.17", member=True, bootstrap=False
+        inv,
+        inv.hosts[0],
+        files,
+        facts,
+        version=parse_version("3.5.17"),
+        member=True,
+        bootstrap=False,
     )
     [change] = plan.files
     assert change.file.path == ca.path and change.reason == SYMLINK_REPLACED

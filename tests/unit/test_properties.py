@@ -7,13 +7,12 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.adapters.etcd_api import Member, MemberStatus
+from orchestrator.core.cluster_view import ClusterView, Member, MemberStatus
 from orchestrator.core.errors import SafetyRefusal
 from orchestrator.core.facts import HostFacts, RemoteFile
 from orchestrator.core.host_plan import DesiredFile, _file_change
+from orchestrator.core.rolling_order import LAG_BOUND, next_member
 from orchestrator.core.versions import Version, check_upgrade_path
-from orchestrator.engine.cluster import ClusterView
-from orchestrator.engine.rolling import LAG_BOUND, next_member
 
 versions = st.builds(
     lambda minor, patch: f"3.{minor}.{patch}", st.integers(4, 7), st.integers(0, 40)

@@ -25,6 +25,7 @@ from orchestrator.core.render import (
     render_unit,
     resolve_flags,
 )
+from orchestrator.core.versions import parse_version
 
 GOLDEN = Path(__file__).parent / "golden"
 HEADER = "# Managed by etcd-deploy (cluster prod): changes are overwritten by the next run."
@@ -49,7 +50,7 @@ def make_inv(
 ) -> Inventory:
     c = Cluster(
         name="prod",
-        etcd_version=version,
+        etcd_version=parse_version(version),
         state_dir=Path("/tmp/unused-state"),
         flags=dict(flags or {}),
         **cluster,  # type: ignore[arg-type]
@@ -68,7 +69,7 @@ def env_for(
         initial_cluster=[(x.name, inv.peer_url(x)) for x in inv.hosts],
         initial_state=state,
         token="prod-7f3a9c",
-        version=version or inv.cluster.etcd_version,
+        version=parse_version(version) if version else inv.cluster.etcd_version,
     )
 
 
@@ -184,7 +185,7 @@ def test_env_without_initial() -> None:
         initial_cluster=[("etcd-1", inv.peer_url(inv.hosts[0]))],
         initial_state="existing",
         token="other-token",
-        version="3.5.17",
+        version=parse_version("3.5.17"),
     )
     assert first != later
     assert env_without_initial(first) == env_without_initial(later)
@@ -207,10 +208,8 @@ def test_env_argument_checks() -> None:
             initial_cluster=[("etcd-2", "https://10.0.0.12:2380")],
             initial_state="new",
             token="t",
-            version="3.5.17",
+            version=parse_version("3.5.17"),
         )
-    with pytest.raises(UsageError, match="not supported"):
-        env_for(inv, version="3.3.27")
 
 
 # --------------------------------------------------------------------------- flags
@@ -267,7 +266,7 @@ def test_36_renames_and_feature_gates() -> None:
         "feature-gates": "StopGRPCServiceOnDefrag=true",
         "quota-backend-bytes": "8589934592",
     }
-    assert resolve_flags(flags, "3.6.1") == [
+    assert resolve_flags(flags, parse_version("3.6.1")) == [
         ("compaction-batch-limit", "1000"),
         ("feature-gates", "InitialCorruptCheck=true,StopGRPCServiceOnDefrag=true"),
         ("quota-backend-bytes", "8589934592"),
@@ -280,12 +279,12 @@ def test_36_renames_and_feature_gates() -> None:
 
 def test_new_names_spelled_experimental_before_36() -> None:
     flags = {"compaction-batch-limit": "1000", "experimental-initial-corrupt-check": "true"}
-    assert resolve_flags(flags, "3.5.17") == [
+    assert resolve_flags(flags, parse_version("3.5.17")) == [
         ("experimental-compaction-batch-limit", "1000"),
         ("experimental-initial-corrupt-check", "true"),
     ]
     with pytest.raises(UsageError, match=r"cluster\.flags\.feature-gates.*3\.6"):
-        resolve_flags({"feature-gates": "InitialCorruptCheck=true"}, "3.5.17")
+        resolve_flags({"feature-gates": "InitialCorruptCheck=true"}, parse_version("3.5.17"))
 
 
 @pytest.mark.parametrize(
@@ -303,17 +302,19 @@ def test_flags_removed_in_36(flag: str) -> None:
 def test_same_flag_twice_is_refused() -> None:
     flags = {"experimental-compaction-batch-limit": "1", "compaction-batch-limit": "2"}
     with pytest.raises(UsageError, match="both set etcd flag --compaction-batch-limit"):
-        resolve_flags(flags, "3.6.0")
+        resolve_flags(flags, parse_version("3.6.0"))
     gates = {
         "experimental-initial-corrupt-check": "true",
         "feature-gates": "InitialCorruptCheck=false",
     }
     with pytest.raises(UsageError, match="InitialCorruptCheck"):
-        resolve_flags(gates, "3.6.0")
+        resolve_flags(gates, parse_version("3.6.0"))
 
 
 def test_bool_flag_values() -> None:
-    assert resolve_flags({"enable-pprof": True}, "3.5.17") == [("enable-pprof", "true")]  # type: ignore[dict-item]
+    assert resolve_flags({"enable-pprof": True}, parse_version("3.5.17")) == [
+        ("enable-pprof", "true")
+    ]  # type: ignore[dict-item]
 
 
 # --------------------------------------------------------------------------- other files
@@ -325,7 +326,7 @@ def test_unit_low_ports_and_wal_dir() -> None:
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE\n" in text
     assert "ReadWritePaths=/var/lib/etcd\n" in text
     with pytest.raises(UsageError, match=r"--wal-dir is refused .* put cluster\.data_dir"):
-        resolve_flags({"wal-dir": "/wal/etcd"}, "3.5.17")
+        resolve_flags({"wal-dir": "/wal/etcd"}, parse_version("3.5.17"))
     assert "CapabilityBoundingSet=\n" in render_unit(make_inv())
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters.etcd_api import EtcdApiError, Member
+from orchestrator.adapters.etcd_api import EtcdApiError
+from orchestrator.core.cluster_view import Member
 from orchestrator.core.errors import PhaseFailure
 from orchestrator.core.inventory import Host, Inventory
 from orchestrator.engine.rolling import roll

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core import inventory, render, rules, versions
+from orchestrator.adapters.inventory_file import load_inventory
+from orchestrator.core import (
+    inventory,
+    inventory_rules,
+    inventory_schema,
+    inventory_values,
+    render,
+    rules,
+    versions,
+)
 from orchestrator.core.errors import InventoryError, UsageError
-from orchestrator.core.inventory import load_inventory
 from orchestrator.core.render import resolve_flags
 from orchestrator.core.rules import (
     MANAGED_FLAGS,
@@ -28,13 +36,13 @@ from tests.unit.helpers import make_inventory
 
 
 def test_no_module_keeps_its_own_copy() -> None:
-    assert not hasattr(inventory, "_MANAGED_FLAGS")
-    assert not hasattr(inventory, "_SYSTEM_DIRS")
-    assert not hasattr(inventory, "_VERSION")
+    for module in (inventory, inventory_values, inventory_schema, inventory_rules):
+        assert not hasattr(module, "_MANAGED_FLAGS")
+        assert not hasattr(module, "_SYSTEM_DIRS")
+        assert not hasattr(module, "_VERSION")
     assert not hasattr(render, "MANAGED_FLAGS")
     assert not hasattr(render, "_FLAG_NAME_RE")
-    for module in (versions, render):
-        assert module.parse_version is rules.parse_version
+    assert versions.parse_version is rules.parse_version
     assert versions.Version is rules.Version
     assert versions.KNOWN_BAD is rules.KNOWN_BAD
     assert not set(MANAGED_FLAGS) & set(REFUSED_FLAGS)
@@ -51,7 +59,7 @@ def test_inventory_and_render_refuse_the_same_flags_the_same_way(tmp_path: Path,
         make_inventory(tmp_path, flags={flag: "x"})
     assert str(caught.value).endswith(f"cluster.flags.{flag}: {problem}")
     with pytest.raises(UsageError) as refused:
-        resolve_flags({flag: "x"}, "3.5.17")
+        resolve_flags({flag: "x"}, rules.parse_version("3.5.17"))
     assert str(refused.value) == f"cluster.flags.{flag}: {problem}"
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator.adapters.pki import LocalPKI, pem_fingerprints
-from orchestrator.commands.up import _foreign_data
+from orchestrator.core.cluster_view import ClusterView
 from orchestrator.core.errors import SafetyRefusal
 from orchestrator.core.facts import HostFacts
+from orchestrator.core.ownership import Marker
+from orchestrator.core.planners.up import UpObserved, _foreign_data
 from orchestrator.core.render import env_values
-from orchestrator.engine.cluster import ClusterView
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.phases import Observed, check_ca
+from orchestrator.engine.phases import check_ca
 from orchestrator.ui import UI
 from tests.unit.helpers import make_inventory
 
@@ -117,10 +118,14 @@ def test_data_without_an_env_of_ours_naming_the_host_is_foreign(
         "etcd3": host(ours, env="ETCD_NAME=lonely\n"),
         "etcd4": host(other_ca(tmp_path), env="ETCD_NAME=etcd4\n"),  # another cluster's
     }
-    obs = Observed(facts, None, "demo-1")
+    trust = {n: "ours" for n in facts} | {"etcd2": "none", "etcd4": "foreign"}
+
+    def obs(view: ClusterView | None) -> UpObserved:
+        return UpObserved(facts, view, "demo-1", trust, b"", {}, Marker("demo", "1"))
+
     names = ["etcd1", "etcd2", "etcd3", "etcd4"]
-    assert _foreign_data(ctx, obs, names) == ["etcd2", "etcd3", "etcd4"]
+    assert _foreign_data(ctx.inv, obs(None), names) == ["etcd2", "etcd3", "etcd4"]
     facts["etcd2"].has_data = False
-    assert _foreign_data(ctx, obs, ["etcd2"]) == []
-    # With a cluster answering, membership tells instead (see `_safety`).
-    assert _foreign_data(ctx, Observed(facts, ClusterView([]), "demo-1"), ["etcd3"]) == []
+    assert _foreign_data(ctx.inv, obs(None), ["etcd2"]) == []
+    # With a cluster answering, membership tells instead (see `_stale_members`).
+    assert _foreign_data(ctx.inv, obs(ClusterView([])), ["etcd3"]) == []
