@@ -14,6 +14,7 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from orchestrator.core.etcd_unit import START_NO_BLOCK, UNIT
 from orchestrator.core.host_plan import env_file
 from orchestrator.core.render import render_etcd_env
 from orchestrator.engine.cluster import wait_healthy
@@ -21,7 +22,7 @@ from orchestrator.engine.context import RunContext
 from orchestrator.engine.membership import add_learner, promote
 from orchestrator.engine.operations import apply_files
 
-WIPE = "systemctl stop etcd.service; rm -rf {data}/member"
+WIPE = f"systemctl stop {UNIT}; rm -rf {{data}}/member"
 
 
 def _parallel(ctx: RunContext, script: str, names: list[str]) -> None:
@@ -55,7 +56,7 @@ def static_floor(ctx: RunContext) -> float:
     _stage(ctx, static=True)
     names = [h.name for h in ctx.inv.hosts]
     started = time.perf_counter()
-    _parallel(ctx, "systemctl start --no-block etcd.service", names)
+    _parallel(ctx, START_NO_BLOCK, names)
     wait_healthy(ctx.client(), timeout=120)
     return time.perf_counter() - started
 
@@ -66,11 +67,11 @@ def learner_floor(ctx: RunContext) -> float:
     client = ctx.client()
     first, *rest = inv.hosts
     started = time.perf_counter()
-    ctx.conn(first).run("systemctl start etcd.service", quiet=True)
+    ctx.conn(first).run(f"systemctl start {UNIT}", quiet=True)
     wait_healthy(client, timeout=60, endpoints=[inv.client_url(first)])
     for host in rest:
         member = add_learner(client, inv.peer_url(host))
-        ctx.conn(host).run("systemctl start --no-block etcd.service", quiet=True)
+        ctx.conn(host).run(START_NO_BLOCK, quiet=True)
         promote(client, member.id)
         wait_healthy(client, timeout=60)
     return time.perf_counter() - started

@@ -1,9 +1,6 @@
 """Command line: parse, build a run context, call a workflow, map errors to exit codes.
 
-Exit codes: 0 ok; 1 a phase failed; 2 usage or inventory error; 3 preflight (local) check
-failed; 4 SSH/transport failure; 5 refused for safety (quorum, data, lock); 6 cluster
-unhealthy or degraded; 7 `certs check`: a cert expires within the window (or has expired,
-or does not match the inventory); 10 `plan`/`up --dry-run`: changes pending; 130 interrupted.
+Exit codes: `orchestrator.core.errors.EXIT_CODES` (the app's epilog lists them).
 """
 
 from __future__ import annotations
@@ -24,7 +21,15 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer p
 
 from orchestrator import __version__
 from orchestrator.adapters.inventory_file import load_inventory
-from orchestrator.core.errors import EtcdDeployError, UsageError
+from orchestrator.core.errors import (
+    EXIT_CHANGES_PENDING,
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EtcdDeployError,
+    SafetyRefusal,
+    UsageError,
+)
 from orchestrator.engine.context import RunContext
 from orchestrator.ui import UI
 
@@ -33,9 +38,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Deploy and operate production etcd clusters over SSH, agentless.",
-    epilog="Exit codes: 0 ok, 1 failed, 2 usage/inventory error, 3 preflight, 4 SSH, "
-    "5 refused for safety, 6 cluster unhealthy, 7 certs need renewal (certs check), "
-    "10 changes pending (plan), 130 interrupted.",
+    epilog="Exit codes: " + ", ".join(f"{c} {m}" for c, m in EXIT_CODES.items()) + ".",
 )
 
 
@@ -59,8 +62,8 @@ LOG_FORMAT_OPT = typer.Option(
 DRY_RUN_OPT = typer.Option(
     False,
     "--dry-run",
-    help="Print the plan; change nothing (exit 10 when it would change something, 0 when "
-    "not, 5 when it would be refused).",
+    help=f"Print the plan; change nothing (exit {EXIT_CHANGES_PENDING} when it would change "
+    f"something, {EXIT_OK} when not, {SafetyRefusal.exit_code} when it would be refused).",
 )
 PLAN_JSON_OPT = typer.Option(False, "--json", help="With --dry-run: the plan as JSON on stdout.")
 
@@ -93,15 +96,19 @@ def _run(
     action: Callable[[RunContext], int],
     positional: Path | None = None,
     cluster_overrides: dict[str, Any] | None = None,
+    plan: tuple[bool, bool] | None = None,
 ) -> None:
     """Build the context, run `action`, and turn every outcome into an exit code.
 
     `cluster_overrides`: [cluster] values a command-line flag sets for this run only.
+    `plan`: (dry run, --json) of a state-changing command, checked first.
     """
     ui = UI(json_logs=log_format == LogFormat.json, verbose=verbose)
     ctx: RunContext | None = None
-    code = 0
+    code = EXIT_OK
     try:
+        if plan is not None:
+            _plan_json(*plan)
         inv = load_inventory(_inventory_path(positional, inventory))
         if cluster_overrides:
             inv = dataclasses.replace(
@@ -114,7 +121,7 @@ def _run(
         code = exc.exit_code
     except KeyboardInterrupt:
         ui.error("", "interrupted; re-run the same command to converge")
-        code = 130
+        code = EXIT_INTERRUPTED
     except Exception as exc:
         if verbose:
             traceback.print_exc()
@@ -123,7 +130,7 @@ def _run(
             f"internal error: {exc.__class__.__name__}: {exc} (run with -v for the "
             "traceback, and please report it)",
         )
-        code = 1
+        code = EtcdDeployError.exit_code
     finally:
         if ctx is not None:
             _write_stats(ctx)
@@ -185,7 +192,6 @@ def up(
     from orchestrator.commands.up import run_up
 
     def action(ctx: RunContext) -> int:
-        _plan_json(dry_run, as_json)
         if from_snapshot is not None:
             if dry_run:
                 raise UsageError("--from-snapshot cannot be combined with --dry-run")
@@ -199,6 +205,7 @@ def up(
         action,
         inventory_arg,
         cluster_overrides={"bootstrap": "parallel"} if parallel_bootstrap else None,
+        plan=(dry_run, as_json),
     )
 
 
@@ -239,7 +246,7 @@ def status(
     from orchestrator.core.errors import ClusterUnhealthy
 
     def action(ctx: RunContext) -> int:
-        return 0 if show(ctx, as_json=as_json) else ClusterUnhealthy.exit_code
+        return EXIT_OK if show(ctx, as_json=as_json) else ClusterUnhealthy.exit_code
 
     _run(inventory, verbose, log_format, action)
 
@@ -275,7 +282,6 @@ def destroy(
     from orchestrator.commands.destroy import run_destroy
 
     def action(ctx: RunContext) -> int:
-        _plan_json(dry_run, as_json)
         if not yes and not dry_run:
             raise UsageError(
                 "destroy deletes every member's data: add --yes to confirm "
@@ -285,7 +291,7 @@ def destroy(
             ctx, purge_state=purge_state, force=force, dry_run=dry_run, as_json=as_json
         )
 
-    _run(inventory, verbose, log_format, action)
+    _run(inventory, verbose, log_format, action, plan=(dry_run, as_json))
 
 
 ADDRESS_OPT = typer.Option(
@@ -303,6 +309,8 @@ def add_node(
     force: bool = typer.Option(
         False, "--force", help="Remove a stale member entry for this host first."
     ),
+    dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
@@ -317,7 +325,16 @@ def add_node(
         inventory,
         verbose,
         log_format,
-        lambda ctx: run(ctx, host, address=address, etcd_address=etcd_address, force=force),
+        lambda ctx: run(
+            ctx,
+            host,
+            address=address,
+            etcd_address=etcd_address,
+            force=force,
+            dry_run=dry_run,
+            as_json=as_json,
+        ),
+        plan=(dry_run, as_json),
     )
 
 
@@ -327,6 +344,8 @@ def remove_node(
     inventory: Path | None = INVENTORY_OPT,
     wipe: bool = typer.Option(False, "--wipe", help="Also delete the host's data dir."),
     force: bool = typer.Option(False, "--force", help="Allow going from 2 members to 1."),
+    dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
@@ -336,7 +355,13 @@ def remove_node(
     """
     from orchestrator.commands.nodes import remove_node as run
 
-    _run(inventory, verbose, log_format, lambda ctx: run(ctx, host, wipe=wipe, force=force))
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run(ctx, host, wipe=wipe, force=force, dry_run=dry_run, as_json=as_json),
+        plan=(dry_run, as_json),
+    )
 
 
 @app.command("replace-node")
@@ -347,6 +372,8 @@ def replace_node(
     address: str = typer.Option(..., "--address", help="The new host's address."),
     etcd_address: str | None = ETCD_ADDRESS_OPT,
     force: bool = typer.Option(False, "--force", help="As for add-node and remove-node."),
+    dry_run: bool = DRY_RUN_OPT,
+    as_json: bool = PLAN_JSON_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
@@ -357,7 +384,17 @@ def replace_node(
         inventory,
         verbose,
         log_format,
-        lambda ctx: run(ctx, old, new, address=address, etcd_address=etcd_address, force=force),
+        lambda ctx: run(
+            ctx,
+            old,
+            new,
+            address=address,
+            etcd_address=etcd_address,
+            force=force,
+            dry_run=dry_run,
+            as_json=as_json,
+        ),
+        plan=(dry_run, as_json),
     )
 
 
@@ -394,7 +431,7 @@ def backup(
 
     def action(ctx: RunContext) -> int:
         show_backup(ctx, run_backup(ctx, out_dir=out_dir, keep=keep), as_json=as_json)
-        return 0
+        return EXIT_OK
 
     _run(inventory, verbose, log_format, action)
 
@@ -415,11 +452,15 @@ def backup_schedule(
     --dry-run prints what each host would get (or lose, with --off) and connects to none."""
     from orchestrator.commands.backup import run_schedule
 
-    def action(ctx: RunContext) -> int:
-        _plan_json(dry_run, as_json)
-        return run_schedule(ctx, every=every, keep=keep, off=off, dry_run=dry_run, as_json=as_json)
-
-    _run(inventory, verbose, log_format, action)
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_schedule(
+            ctx, every=every, keep=keep, off=off, dry_run=dry_run, as_json=as_json
+        ),
+        plan=(dry_run, as_json),
+    )
 
 
 @backup_app.command("list")
@@ -435,7 +476,7 @@ def backup_list(
 
     def action(ctx: RunContext) -> int:
         run_list(ctx, out_dir=out_dir, as_json=as_json)
-        return 0
+        return EXIT_OK
 
     _run(inventory, verbose, log_format, action)
 
@@ -470,9 +511,11 @@ def restore(
     """
     from orchestrator.commands.restore import run_restore
 
-    def action(ctx: RunContext) -> int:
-        _plan_json(dry_run or not yes, as_json)
-        return run_restore(
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_restore(
             ctx,
             snapshot,
             yes=yes,
@@ -480,9 +523,9 @@ def restore(
             mark_compacted=mark_compacted,
             dry_run=dry_run,
             as_json=as_json,
-        )
-
-    _run(inventory, verbose, log_format, action)
+        ),
+        plan=(dry_run or not yes, as_json),
+    )
 
 
 @app.command()
@@ -510,13 +553,15 @@ def upgrade(
     """
     from orchestrator.commands.upgrade import run_upgrade
 
-    def action(ctx: RunContext) -> int:
-        _plan_json(dry_run or not yes, as_json)
-        return run_upgrade(
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_upgrade(
             ctx, version, yes=yes, allow_known_bad=allow_known_bad, dry_run=dry_run, as_json=as_json
-        )
-
-    _run(inventory, verbose, log_format, action)
+        ),
+        plan=(dry_run or not yes, as_json),
+    )
 
 
 @app.command()
@@ -537,11 +582,13 @@ def defrag(
     """Defragment every member, one at a time, leader last; disarm NOSPACE afterwards."""
     from orchestrator.commands.maintenance import run_defrag
 
-    def action(ctx: RunContext) -> int:
-        _plan_json(dry_run, as_json)
-        return run_defrag(ctx, threshold=threshold, dry_run=dry_run, as_json=as_json)
-
-    _run(inventory, verbose, log_format, action)
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_defrag(ctx, threshold=threshold, dry_run=dry_run, as_json=as_json),
+        plan=(dry_run, as_json),
+    )
 
 
 @app.command()
@@ -556,11 +603,13 @@ def restart(
     """Rolling restart of etcd: one member at a time, healthy before the next, leader last."""
     from orchestrator.commands.maintenance import run_restart
 
-    def action(ctx: RunContext) -> int:
-        _plan_json(dry_run, as_json)
-        return run_restart(ctx, hosts or [], dry_run=dry_run, as_json=as_json)
-
-    _run(inventory, verbose, log_format, action)
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_restart(ctx, hosts or [], dry_run=dry_run, as_json=as_json),
+        plan=(dry_run, as_json),
+    )
 
 
 certs_app = typer.Typer(help="Certificates: check expiry, renew leaves, rotate the CA.")
@@ -606,11 +655,15 @@ def certs_renew(
     """
     from orchestrator.commands.certs import run_renew
 
-    def action(ctx: RunContext) -> int:
-        _plan_json(dry_run, as_json)
-        return run_renew(ctx, within=within, names=hosts or [], dry_run=dry_run, as_json=as_json)
-
-    _run(inventory, verbose, log_format, action)
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_renew(
+            ctx, within=within, names=hosts or [], dry_run=dry_run, as_json=as_json
+        ),
+        plan=(dry_run, as_json),
+    )
 
 
 @certs_app.command("rotate-ca")
@@ -632,11 +685,13 @@ def certs_rotate_ca(
     """
     from orchestrator.commands.certs import run_rotate_ca
 
-    def action(ctx: RunContext) -> int:
-        _plan_json(dry_run, as_json)
-        return run_rotate_ca(ctx, finish=finish, dry_run=dry_run, as_json=as_json)
-
-    _run(inventory, verbose, log_format, action)
+    _run(
+        inventory,
+        verbose,
+        log_format,
+        lambda ctx: run_rotate_ca(ctx, finish=finish, dry_run=dry_run, as_json=as_json),
+        plan=(dry_run, as_json),
+    )
 
 
 def main() -> None:
@@ -648,7 +703,7 @@ def main() -> None:
         code = app(prog_name="etcd-deploy", standalone_mode=False)
     except NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
-        code = 2
+        code = UsageError.exit_code
     except ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx else ""
@@ -656,7 +711,7 @@ def main() -> None:
         code = exc.exit_code
     except typer.Abort:
         typer.echo("etcd-deploy: aborted", err=True)
-        code = 130
+        code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else 0)
 
 

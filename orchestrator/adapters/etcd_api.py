@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import httpx
 
 from orchestrator.core.cluster_view import Member, MemberStatus
-from orchestrator.core.errors import EtcdDeployError
+from orchestrator.core.errors import ClusterUnhealthy, EtcdDeployError
 
 # Answers after which a membership call may be retried (REFERENCE.md section 2).
 TRANSIENT = (
@@ -40,7 +40,7 @@ class EtcdApiError(EtcdDeployError):
         self.reason = message
         self.unreachable = unreachable
         if unreachable:
-            self.exit_code = 6  # as ClusterUnhealthy: from here, the cluster is not there
+            self.exit_code = ClusterUnhealthy.exit_code  # from here, the cluster is not there
             super().__init__(f"etcd at {endpoint} does not answer: {message}")
         else:
             super().__init__(f"{endpoint}: {message}")

@@ -24,10 +24,16 @@ from orchestrator.adapters.snapshot import (
     verify_integrity,
 )
 from orchestrator.adapters.state_dir import BACKUPS_DIR, SCHEDULE_FILE
-from orchestrator.core.errors import ClusterUnhealthy, EtcdDeployError, UsageError
-from orchestrator.core.host_plan import BACKUP_TIMER_PATH, BACKUP_UNIT_PATH, HOST_BACKUP_DIR
+from orchestrator.core.errors import EXIT_OK, ClusterUnhealthy, EtcdDeployError, UsageError
+from orchestrator.core.etcd_unit import BACKUP_TIMER_OFF, BACKUP_TIMER_ON, DAEMON_RELOAD
+from orchestrator.core.host_paths import (
+    BACKUP_TIMER_PATH,
+    BACKUP_UNIT_PATH,
+    HOST_BACKUP_DIR,
+    backup_script_path,
+)
 from orchestrator.core.plan import Step
-from orchestrator.core.planners.schedule import backup_script_path, plan_schedule
+from orchestrator.core.planners.schedule import plan_schedule
 from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext
 from orchestrator.engine.executor import Execution, Handler, execute, show_plan
@@ -155,9 +161,9 @@ def schedule_off_script(ctx: RunContext) -> str:
     script = shlex.quote(backup_script_path(ctx.inv))
     return "\n".join(
         [
-            "systemctl disable --now etcd-backup.timer >/dev/null 2>&1 || true",
+            BACKUP_TIMER_OFF,
             f"rm -f {BACKUP_UNIT_PATH} {BACKUP_TIMER_PATH} {script}",
-            "systemctl daemon-reload",
+            DAEMON_RELOAD,
         ]
     )
 
@@ -179,7 +185,7 @@ def run_schedule(
         return show_plan(ctx, plan, as_json=as_json)
     with locked_hosts(ctx, "backup schedule", [h.name for h in ctx.inv.hosts]):
         execute(ctx, plan, _schedule_handlers(ctx, every, keep))
-    return 0
+    return EXIT_OK
 
 
 def _schedule_handlers(ctx: RunContext, every: str, keep: int) -> dict[str, Handler]:
@@ -192,10 +198,7 @@ def _schedule_handlers(ctx: RunContext, every: str, keep: int) -> dict[str, Hand
             return
         conn.run(f"install -d -m 0700 -o root -g root {shlex.quote(HOST_BACKUP_DIR)}")
         apply_files(conn, step.args["files"])
-        conn.run(
-            "systemctl enable --quiet --now etcd-backup.timer && "
-            "systemctl restart etcd-backup.timer"
-        )
+        conn.run(BACKUP_TIMER_ON)
         ctx.ui.info(
             f"schedule {conn.name}",
             f"snapshot every {every} into {HOST_BACKUP_DIR}, keeping the last {keep}",

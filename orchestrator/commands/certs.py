@@ -22,7 +22,14 @@ from orchestrator.adapters.lock import new_owner
 from orchestrator.adapters.pki import IssuedCert, cert_info, desired_sans
 from orchestrator.adapters.tls_probe import served_certificate
 from orchestrator.core.cluster_view import ClusterView
-from orchestrator.core.errors import PhaseFailure, TransportError, UsageError
+from orchestrator.core.errors import (
+    EXIT_CERTS_EXPIRING,
+    EXIT_OK,
+    PhaseFailure,
+    TransportError,
+    UsageError,
+)
+from orchestrator.core.etcd_unit import START_NO_BLOCK
 from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_plan import ca_file, cert_files
 from orchestrator.core.inventory import Host
@@ -43,9 +50,6 @@ if TYPE_CHECKING:
     from orchestrator.adapters.transport import HostConnection
 
 PROVE_TIMEOUT = 30.0
-# What a status code of `certs check` means: something expires within the window (or has
-# expired, or does not match the inventory).
-EXIT_CERTS_DUE = 7
 UNREACHABLE = "unreachable"
 
 
@@ -186,7 +190,7 @@ def run_check(ctx: RunContext, *, warn_days: float, as_json: bool) -> int:
         raise TransportError(
             ", ".join(unreachable), "unreachable over SSH: their certificates were not checked"
         )
-    return EXIT_CERTS_DUE if due else 0
+    return EXIT_CERTS_EXPIRING if due else EXIT_OK
 
 
 # -- renewal and CA rotation: observe, plan (`core.planners.certs`), execute -------------------
@@ -273,7 +277,7 @@ class _Handlers:
         ctx.ui.info(f"renew {step.host}", "pushed " + ", ".join(certs))
 
     def start(self, step: Step, _run: Execution) -> None:
-        self.ctx.conn(str(step.host)).run("systemctl start --no-block etcd.service")
+        self.ctx.conn(str(step.host)).run(START_NO_BLOCK)
         self.ctx.ui.info(f"renew {step.host}", "etcd was not running: started")
 
     def prove(self, step: Step, _run: Execution) -> None:
@@ -349,10 +353,10 @@ def run_renew(
         plan = plan_renew(inv, obs, within=within, names=scope)
         if not plan.refusals and not plan.changes:
             ctx.ui.info("renew", f"nothing expires within {within} days; nothing to do")
-            return 0
+            return EXIT_OK
         execute(ctx, plan, _Handlers(ctx).table())
     ctx.ui.info("done", "certificates renewed; no etcd restart was needed")
-    return 0
+    return EXIT_OK
 
 
 def _rotation_observed(ctx: RunContext, facts: dict[str, HostFacts]) -> CertsObserved:
@@ -395,11 +399,11 @@ def run_rotate_ca(
         execute(ctx, plan, _Handlers(ctx).table())
     if finish:
         ctx.ui.info("done", "the old CA is gone from every member")
-        return 0
+        return EXIT_OK
     ctx.ui.print(
         f"Every member now serves certs of the new CA and trusts old and new.\n"
         f"For Kubernetes: give kube-apiserver the bundle {pki.bundle_path} as --etcd-cafile and "
         f"its new client cert and key from {pki.pki_dir}/<host>/apiserver-etcd-client.*, now.\n"
         "Then drop the old CA: etcd-deploy certs rotate-ca --finish"
     )
-    return 0
+    return EXIT_OK

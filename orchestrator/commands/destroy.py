@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.adapters.state_dir import purge_state_dir
+from orchestrator.core.errors import EXIT_OK
 from orchestrator.core.plan import Step
 from orchestrator.core.planners.destroy import plan_destroy
 from orchestrator.engine.context import RunContext
@@ -58,7 +59,7 @@ def run_destroy(
     execute(ctx, plan, _Destroy(ctx).handlers())
     for noop in plan.noops:
         ctx.ui.info(plan.command, noop.reason)
-    return 0
+    return EXIT_OK
 
 
 @dataclass

@@ -4,16 +4,17 @@ through the executor, whose rolling steps go through the rolling engine."""
 
 from __future__ import annotations
 
+from orchestrator.core.errors import EXIT_OK
 from orchestrator.core.plan import Plan, Step
 from orchestrator.core.planners.defrag import TOLERATE, below_threshold, plan_defrag
 from orchestrator.core.planners.restart import plan_restart
 from orchestrator.core.planners.rolling import NOT_A_MEMBER
+from orchestrator.core.units import human_size
 from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext
 from orchestrator.engine.executor import Execution, execute, show_plan
 from orchestrator.engine.hosts import locked_hosts
 from orchestrator.engine.phases import start_and_wait
-from orchestrator.ui import human_size
 
 
 def _tell_noops(ctx: RunContext, plan: Plan) -> None:
@@ -47,7 +48,7 @@ def run_restart(ctx: RunContext, names: list[str], *, dry_run: bool, as_json: bo
         plan = plan_restart(ctx.inv, observe(ctx.client()), names)
         _tell_noops(ctx, plan)
         execute(ctx, plan, RESTART_HANDLERS)
-    return 0
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- defrag
@@ -94,4 +95,4 @@ def run_defrag(ctx: RunContext, *, threshold: float, dry_run: bool, as_json: boo
         plan = plan_defrag(ctx.inv, observe(ctx.client(), tolerate=TOLERATE), threshold)
         _tell_noops(ctx, plan)
         execute(ctx, plan, DEFRAG_HANDLERS)
-    return 0
+    return EXIT_OK

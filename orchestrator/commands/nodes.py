@@ -1,20 +1,60 @@
 """`add-node`, `remove-node`, `replace-node`: membership changes, one at a time, with the
 inventory file as the persisted source of truth (written before the cluster changes on an
-add, after the member is gone on a remove)."""
+add, after the member is gone on a remove).
+
+add-node is `up` on one host (`planners.up` with `only`); remove-node observes every host
+(identity, run locks; an unreachable host is left out) and the cluster, then plans
+(`planners.nodes`) and executes; replace-node removes, then adds. A dry run edits the
+inventory in memory only.
+"""
 
 from __future__ import annotations
 
-from orchestrator.adapters.inventory_file import add_host_to_file, remove_host_from_file
+from orchestrator.adapters.inventory_file import (
+    add_host_to_file,
+    read_inventory_text,
+    remove_host_from_file,
+)
 from orchestrator.adapters.lock import new_owner
 from orchestrator.commands.up import run_up
-from orchestrator.core.errors import EtcdDeployError, SafetyRefusal, UsageError
-from orchestrator.core.quorum import check_remove
+from orchestrator.core.errors import EXIT_OK, EtcdDeployError, UsageError
+from orchestrator.core.host_lock import LockOwner
+from orchestrator.core.inventory import Inventory
+from orchestrator.core.inventory_edits import with_host_added, with_host_removed
+from orchestrator.core.inventory_rules import parse_inventory
+from orchestrator.core.plan import Plan, Step
+from orchestrator.core.planners.nodes import RemoveObserved, plan_remove_node
 from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext
+from orchestrator.engine.executor import Execution, Handler, execute, show_plan
 from orchestrator.engine.hosts import release_locks
-from orchestrator.engine.identity import gather_identified
+from orchestrator.engine.identity import lock_and_read, observe_identity, read_unlocked
 from orchestrator.engine.membership import hand_over_leadership, remove, wait_removed
 from orchestrator.engine.operations import teardown_script
+
+
+def _with_new_host(
+    ctx: RunContext, name: str, address: str | None, etcd_address: str | None
+) -> Inventory | None:
+    """The inventory with `name` added (None when it is there already), checked as the file
+    would be; refused when `name` is known with another address or unknown without one."""
+    known = {h.name for h in ctx.inv.hosts}
+    if name in known:
+        host = ctx.inv.host(name)
+        if address and address != host.address:
+            raise UsageError(
+                f"{ctx.inv.path}: {name} is already in the inventory with address "
+                f"{host.address}; edit the file to change it"
+            )
+        return None
+    if not address:
+        raise UsageError(
+            f"{ctx.inv.path}: no host named {name!r}; give --address to add it "
+            f"(hosts: {', '.join(sorted(known))})"
+        )
+    path = ctx.inv.path
+    text = with_host_added(read_inventory_text(path), path, name, address, etcd_address)
+    return parse_inventory(text, path)
 
 
 def add_node(
@@ -24,100 +64,109 @@ def add_node(
     address: str | None,
     etcd_address: str | None,
     force: bool,
+    dry_run: bool = False,
+    as_json: bool = False,
 ) -> int:
-    """Join `name`; a new host given with --address is written to the inventory first."""
-    known = {h.name for h in ctx.inv.hosts}
-    if name in known:
-        host = ctx.inv.host(name)
-        if address and address != host.address:
-            raise UsageError(
-                f"{ctx.inv.path}: {name} is already in the inventory with address "
-                f"{host.address}; edit the file to change it"
-            )
-    else:
-        if not address:
-            raise UsageError(
-                f"{ctx.inv.path}: no host named {name!r}; give --address to add it "
-                f"(hosts: {', '.join(sorted(known))})"
-            )
+    """Join `name`; a new host given with --address is written to the inventory first (in
+    memory only, for a dry run)."""
+    edited = _with_new_host(ctx, name, address, etcd_address)
+    if edited is not None and dry_run:
+        ctx.reload(edited)
+    elif edited is not None:
         ctx.lock_state(new_owner("add-node"))  # the inventory edit is a change too
-        add_host_to_file(ctx.inv.path, name, address, etcd_address)
+        add_host_to_file(ctx.inv.path, name, str(address), etcd_address)
         ctx.reload()
         ctx.ui.info("inventory", f"added {name} ({address}) to {ctx.inv.path}")
-    return run_up(ctx, force=force, only=name)
+    return run_up(ctx, force=force, only=name, dry_run=dry_run, as_json=as_json)
 
 
-def remove_node(ctx: RunContext, name: str, *, wipe: bool, force: bool) -> int:
-    """Remove `name` from the membership (quorum permitting), clean its host, drop it from
-    the inventory. A host that cannot be reached is still removed from the membership.
-
-    The host is read first: one that holds another cluster is refused, and so is a member
-    matched by only one of name and peer URL, or a host where etcd runs that matches no
-    member (a stale inventory must never stop and wipe a live voter)."""
+def _check_removable(ctx: RunContext, name: str) -> None:
     inv = ctx.inv
-    host = inv.host(name)
+    inv.host(name)  # an unknown host fails before anything connects
     if len(inv.hosts) == 1:
         raise UsageError(
             f"{name} is the only host of {inv.path}: removing it would remove the last "
             "member; `destroy --yes` removes the whole cluster"
         )
     remove_host_from_file(inv.path, name, check_only=True)  # the edit must work: check first
-    phase = f"remove {name}"
-    owner, facts = gather_identified(
-        ctx,
-        "remove-node",
-        [h.name for h in inv.hosts],
-        force=False,  # --force is about quorum (2 -> 1), never about whose host it is
-        forced="Check the inventory; to remove that host's etcd anyway: etcd-deploy destroy "
-        "--force with an inventory of that host alone.",
-        phase=phase,
-        judged=[name],
-        tolerate_unreachable=True,
-    )
-    locked = list(facts)
-    cleaned = False
+
+
+def plan_removal(
+    ctx: RunContext, name: str, *, wipe: bool, force: bool, dry_run: bool
+) -> tuple[Plan, list[str], LockOwner | None]:
+    """Observe (with the run locks unless `dry_run`) and plan; (plan, hosts locked, owner)."""
+    names = [h.name for h in ctx.inv.hosts]
+    if dry_run:
+        facts = read_unlocked(ctx, names, tolerate_unreachable=True)
+        owner: LockOwner | None = None
+    else:
+        owner, facts = lock_and_read(ctx, "remove-node", names, tolerate_unreachable=True)
     try:
-        client = ctx.client()
-        view = observe(client)
-        member, problem = view.match_host(name, inv.peer_url(host))
-        if problem:
-            raise SafetyRefusal(f"[{phase}] refused: {problem}; nothing was changed")
-        if member is None:
-            if name in facts and facts[name].running:
-                raise SafetyRefusal(
-                    f"[{phase}] refused: etcd runs on {name}, but no member of the cluster has "
-                    f"its name or peer URL {inv.peer_url(host)}; is the inventory stale? "
-                    "nothing was changed"
-                )
-            ctx.ui.info(phase, f"{name} is not a member of the cluster")
-        else:
-            if not member.is_learner:
-                verdict = check_remove(
-                    len(view.voters),
-                    view.healthy_voters,
-                    view.is_healthy_member(member.id),
-                    force,
-                )
-                if not verdict.allowed:
-                    raise SafetyRefusal(
-                        f"[{phase}] refused by rule {verdict.rule}: {verdict.detail}; "
-                        "nothing was changed"
-                    )
-            if member.id == view.leader_id:
-                hand_over_leadership(client, view, member, ctx.ui.log)
-            remaining = [inv.client_url(h) for h in inv.hosts if h.name != name]
-            remove(client, member.id)
-            wait_removed(client, member.id, remaining)
-            ctx.ui.info(phase, f"member {member.id:x} removed; the cluster has a leader")
-        if name in facts:
-            cleaned = _clean_host(ctx, name, wipe=wipe)
-        else:  # never read, never locked: nothing on it is touched
-            ctx.ui.warn(phase, f"{name} is unreachable: its files were left in place")
+        observed = RemoveObserved(observe_identity(ctx, facts), observe(ctx.client()))
+        plan = plan_remove_node(ctx.inv, name, observed, wipe=wipe, force=force)
+    except BaseException:
+        if owner is not None:
+            release_locks(ctx, owner, list(facts))
+        raise
+    return plan, list(facts), owner
+
+
+def remove_node(
+    ctx: RunContext,
+    name: str,
+    *,
+    wipe: bool,
+    force: bool,
+    dry_run: bool = False,
+    as_json: bool = False,
+) -> int:
+    """Remove `name` from the membership (quorum permitting), clean its host, drop it from
+    the inventory. A host that cannot be reached is still removed from the membership."""
+    _check_removable(ctx, name)
+    plan, locked, owner = plan_removal(ctx, name, wipe=wipe, force=force, dry_run=dry_run)
+    if dry_run:
+        return show_plan(ctx, plan, as_json=as_json)
+    cleaned: list[str] = []
+    try:
+        for warning in plan.warnings:
+            ctx.ui.warn(f"remove {name}", warning)
+        for noop in plan.noops:
+            ctx.ui.info(f"remove {name}", noop.reason)
+        execute(ctx, plan, _removal_handlers(ctx, name, cleaned))
     finally:
-        release_locks(ctx, owner, [n for n in locked if not (cleaned and n == name)])
-    remove_host_from_file(inv.path, name)
-    ctx.ui.info("inventory", f"removed {name} from {inv.path}")
-    return 0
+        if owner is not None:
+            release_locks(ctx, owner, [n for n in locked if n not in cleaned])
+    return EXIT_OK
+
+
+def _removal_handlers(ctx: RunContext, name: str, cleaned: list[str]) -> dict[str, Handler]:
+    inv = ctx.inv
+    client = ctx.client()
+
+    def hand_over(step: Step, _run: Execution) -> None:
+        hand_over_leadership(client, observe(client), step.args["member"], ctx.ui.log)
+
+    def remove_member(step: Step, _run: Execution) -> None:
+        member = step.args["member"]
+        remaining = [inv.client_url(h) for h in inv.hosts if h.name != name]
+        remove(client, member.id)
+        wait_removed(client, member.id, remaining)
+        ctx.ui.info(step.label, f"member {member.id:x} removed; the cluster has a leader")
+
+    def clean(step: Step, _run: Execution) -> None:
+        if _clean_host(ctx, name, wipe=step.args["wipe"]):
+            cleaned.append(name)
+
+    def drop(_step: Step, _run: Execution) -> None:
+        remove_host_from_file(inv.path, name)
+        ctx.ui.info("inventory", f"removed {name} from {inv.path}")
+
+    return {
+        "hand-over": hand_over,
+        "remove-member": remove_member,
+        "clean": clean,
+        "inventory": drop,
+    }
 
 
 def _clean_host(ctx: RunContext, name: str, *, wipe: bool) -> bool:
@@ -146,11 +195,23 @@ def replace_node(
     address: str,
     etcd_address: str | None,
     force: bool,
+    dry_run: bool = False,
+    as_json: bool = False,
 ) -> int:
-    """Replace a dead member: remove it first, then add the new host (etcd's own order)."""
+    """Replace a dead member: remove it first, then add the new host (etcd's own order). A
+    dry run shows both plans: the add as planned against today's cluster (the removal
+    happens first in the real run)."""
     if new in {h.name for h in ctx.inv.hosts}:
         raise UsageError(f"{ctx.inv.path}: {new} is already in the inventory")
     ctx.inv.host(old)  # fails before anything changes when OLD is unknown
-    remove_node(ctx, old, wipe=False, force=force)
-    ctx.reload()
-    return add_node(ctx, new, address=address, etcd_address=etcd_address, force=force)
+    if not dry_run:
+        remove_node(ctx, old, wipe=False, force=force)
+        ctx.reload()
+        return add_node(ctx, new, address=address, etcd_address=etcd_address, force=force)
+    _check_removable(ctx, old)
+    removal, _, _ = plan_removal(ctx, old, wipe=False, force=force, dry_run=True)
+    path = ctx.inv.path
+    text = with_host_removed(read_inventory_text(path), path, old)
+    text = with_host_added(text, path, new, address, etcd_address)
+    ctx.reload(parse_inventory(text, path))
+    return run_up(ctx, force=force, only=new, dry_run=True, as_json=as_json, before=removal)

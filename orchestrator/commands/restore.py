@@ -23,9 +23,11 @@ from pathlib import Path
 from orchestrator.adapters.release import Release
 from orchestrator.adapters.snapshot import verify_integrity
 from orchestrator.commands.backup import status_of_snapshot
-from orchestrator.core.errors import SafetyRefusal, UsageError
+from orchestrator.core.errors import EXIT_OK, SafetyRefusal, UsageError
+from orchestrator.core.etcd_unit import STOP_IF_RUNNING
 from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_lock import LockOwner
+from orchestrator.core.host_paths import restore_upload_path
 from orchestrator.core.host_plan import HostPlan, desired_files, plan_host
 from orchestrator.core.inventory import Host, Inventory
 from orchestrator.core.member_env import member_env
@@ -54,7 +56,6 @@ from orchestrator.engine.phases import (
 
 q = shlex.quote
 RESTORE_TIMEOUT = 3600.0  # the upload of a large snapshot, then etcd's own restore
-STOP = "systemctl stop etcd.service 2>/dev/null || true"
 
 
 def restore_command(
@@ -110,7 +111,7 @@ def stage_script(
     folder next to the data dir, on its file system (inside it when it is a mount point).
     Nothing is stopped, moved or owned here."""
     data = q(inv.cluster.data_dir)
-    snap = f"/var/tmp/etcd-deploy-restore-{token}.db"
+    snap = restore_upload_path(token)
     stage = stage_dir(inv.cluster.data_dir, token, mount_point=mount_point)
     return "\n".join(
         [
@@ -141,7 +142,7 @@ def swap_script(
             "umask 077",
             "trap '' PIPE",  # a connection lost from here on must not kill it half-way
             f"test -d {stage}/member || {{ echo 'no restored member in '{stage} >&2; exit 1; }}",
-            STOP,
+            STOP_IF_RUNNING,
             "aside=$(",
             *aside_lines(c.data_dir, f"before-restore-{stamp}"),
             ")",
@@ -235,7 +236,7 @@ def run_restore(
         f"cluster {inv.cluster.name} restored from {snapshot.name}: {len(names)} members "
         f"healthy, {keys} keys, revision {revision}",
     )
-    return 0
+    return EXIT_OK
 
 
 @dataclass
@@ -261,7 +262,7 @@ class _Restore:
             "install": self.install,
             "check": lambda step, _run: _check_restore_flags(self.ctx, str(step.host)),
             "stage": self.stage,
-            "stop": lambda step, _run: self.ctx.conn(str(step.host)).run(STOP),
+            "stop": lambda step, _run: self.ctx.conn(str(step.host)).run(STOP_IF_RUNNING),
             "aside": self.aside,
             "start": self.start,
             "healthy": lambda _step, _run: wait_healthy(self.ctx.client(), timeout=START_TIMEOUT),

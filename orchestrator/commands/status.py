@@ -11,9 +11,9 @@ from orchestrator.adapters.etcd_api import EtcdApiError
 from orchestrator.adapters.pki import cert_info
 from orchestrator.commands.backup import host_backups, schedule_installed
 from orchestrator.core.cluster_view import ClusterView
+from orchestrator.core.units import human_size
 from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext
-from orchestrator.ui import human_size
 
 
 @dataclass

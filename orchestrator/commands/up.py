@@ -19,8 +19,16 @@ from orchestrator.adapters.etcd_api import EtcdApiError
 from orchestrator.adapters.lock import new_owner
 from orchestrator.adapters.release import Release, arch_for
 from orchestrator.core.cluster_view import ClusterView
-from orchestrator.core.errors import ClusterUnhealthy, PhaseFailure, SafetyRefusal, detail_of
+from orchestrator.core.errors import (
+    EXIT_OK,
+    ClusterUnhealthy,
+    PhaseFailure,
+    SafetyRefusal,
+    detail_of,
+)
+from orchestrator.core.etcd_unit import DISABLE_NOW, ENABLE, START_NOW, STOP_IF_RUNNING
 from orchestrator.core.facts import HostFacts
+from orchestrator.core.host_paths import env_path
 from orchestrator.core.host_plan import HostPlan, env_file
 from orchestrator.core.inventory import Host
 from orchestrator.core.member_env import member_env
@@ -35,8 +43,6 @@ from orchestrator.engine.hosts import gather_facts, raise_for_failures, release_
 from orchestrator.engine.membership import add_learner, promote, remove
 from orchestrator.engine.operations import apply_files, aside_lines, marker_lines
 from orchestrator.engine.phases import (
-    ENABLE,
-    START_NOW,
     START_TIMEOUT,
     Observed,
     ca_trust_of,
@@ -56,9 +62,11 @@ def run_up(
     force: bool = False,
     only: str | None = None,
     as_json: bool = False,
+    before: Plan | None = None,
 ) -> int:
     """Converge every host, or with `only` just that one (`add-node`: no other host changes).
-    With `dry_run`, print the plan instead (exit 10 when it changes something)."""
+    With `dry_run`, print the plan instead (exit 10 when it changes something), after the
+    steps of `before` (replace-node's removal)."""
     inv = ctx.inv
     started = time.monotonic()
     for warning in inv.warnings:
@@ -75,8 +83,7 @@ def run_up(
         obs = UpObserved(
             facts=facts,
             view=_discover(ctx, facts),
-            token=token_from(facts, f"{inv.cluster.config_dir}/etcd.env")
-            or f"{inv.cluster.name}-{secrets.token_hex(6)}",
+            token=token_from(facts, env_path(inv)) or f"{inv.cluster.name}-{secrets.token_hex(6)}",
             trust=ca_trust_of(ctx, facts),
             ca_pem=ctx.pki.trust_pem(),
             certs={
@@ -89,7 +96,7 @@ def run_up(
         )
         plan = plan_up(inv, obs, force=force, only=only)
         if dry_run:
-            return show_plan(ctx, plan, as_json=as_json)
+            return show_plan(ctx, plan if before is None else before.then(plan), as_json=as_json)
         for warning in plan.warnings:
             ctx.ui.warn("discover", warning)
         execute(ctx, plan, _handlers(ctx, obs, plan))
@@ -99,7 +106,7 @@ def run_up(
             "done", f"cluster {inv.cluster.name} converged in {time.monotonic() - started:.1f} s"
         )
         _print_apiserver_flags(ctx)
-        return 0
+        return EXIT_OK
     finally:
         release_locks(ctx, owner, facts)
 
@@ -277,7 +284,7 @@ def _join(ctx: RunContext, host: Host, obs: UpObserved) -> None:
             # A learner that cannot catch up is removed (safe: learners do not vote), so
             # the cluster is not left with a member that blocks the next change.
             remove(client, member.id)
-            ctx.conn(host).run("systemctl disable --now etcd.service", check=False)
+            ctx.conn(host).run(DISABLE_NOW, check=False)
             raise PhaseFailure(
                 phase,
                 None,
@@ -297,7 +304,7 @@ def _move_data_aside(ctx: RunContext, host: Host, phase: str) -> None:
     script = "\n".join(
         [
             "set -e",
-            "systemctl stop etcd.service 2>/dev/null || true",
+            STOP_IF_RUNNING,
             *aside_lines(ctx.inv.cluster.data_dir, f"etcd-deploy-{time.strftime('%Y%m%d%H%M%S')}"),
             f"install -d -m 0700 {data}",
             *marker_lines(ctx.inv.cluster.data_dir, ctx.marker()),

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from orchestrator.adapters.inventory_file import set_cluster_key_in_file
 from orchestrator.adapters.release import Release, arch_for, fetch_release
 from orchestrator.commands.backup import run_backup
-from orchestrator.core.errors import PhaseFailure, detail_of
+from orchestrator.core.errors import EXIT_OK, PhaseFailure, detail_of
 from orchestrator.core.facts import HostFacts
+from orchestrator.core.host_paths import env_path
 from orchestrator.core.host_plan import env_file
 from orchestrator.core.member_env import member_env
 from orchestrator.core.plan import Plan, Step
@@ -85,7 +86,7 @@ class _Upgrade:
         host = inv.host(step.host)
         phase = f"upgrade {host.name}"
         conn = ctx.conn(host)
-        old_env = read_file(conn, f"{inv.cluster.config_dir}/etcd.env")
+        old_env = read_file(conn, env_path(inv))
         release = self.releases[arch_for(self.facts[host.name].arch)]
         setup_host(conn, inv, [], prepare=False, release=release)
         new_env = member_env(
@@ -153,7 +154,7 @@ def run_upgrade(
         execute(ctx, plan, {"inventory": set_version})
         if plan.steps:
             ctx.ui.info("inventory", f"etcd_version set to {target} in {inv.path}")
-        return 0
+        return EXIT_OK
     with locked_hosts(ctx, "upgrade", [h.name for h in inv.hosts]) as facts:
         run = _Upgrade(facts, _token(ctx, inv.hosts[0].name))
         execute(ctx, plan, run.handlers())
@@ -163,7 +164,7 @@ def run_upgrade(
         "done",
         f"every member runs etcd {', '.join(versions)}; etcd_version = {target} in {inv.path}",
     )
-    return 0
+    return EXIT_OK
 
 
 def _tell(ctx: RunContext, plan: Plan) -> None:
@@ -183,6 +184,5 @@ def _tell(ctx: RunContext, plan: Plan) -> None:
 
 
 def _token(ctx: RunContext, name: str) -> str:
-    env_path = f"{ctx.inv.cluster.config_dir}/etcd.env"
-    env = env_values(read_file(ctx.conn(name), env_path))
+    env = env_values(read_file(ctx.conn(name), env_path(ctx.inv)))
     return env.get("ETCD_INITIAL_CLUSTER_TOKEN") or ctx.inv.cluster.name

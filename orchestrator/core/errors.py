@@ -1,4 +1,6 @@
-"""One hierarchy of errors; each class maps to a documented exit code (see README)."""
+"""One hierarchy of errors, each class with its exit code, and `EXIT_CODES`: every exit code
+etcd-deploy has, with its meaning (the CLI's epilog is built from it; README's table lists
+the same codes, which a unit test checks)."""
 
 from __future__ import annotations
 
@@ -73,6 +75,23 @@ def detail_of(exc: Exception) -> str:
     return getattr(exc, "detail", None) or str(exc)
 
 
-# Exit codes that are not errors.
+# Exit codes that are not errors (each error's is its class's `exit_code`).
 EXIT_OK = 0
-EXIT_CHANGES_PENDING = 10  # `plan`: changes would be made
+# `certs check`: a cert expires within the window, has expired or does not match the inventory.
+EXIT_CERTS_EXPIRING = 7
+EXIT_CHANGES_PENDING = 10  # `plan`, `up --dry-run`, every --dry-run: changes would be made
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT): re-run the same command, it converges
+
+# Every exit code, in order, with its meaning in a few words (the CLI's epilog).
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "ok",
+    EtcdDeployError.exit_code: "failed",
+    UsageError.exit_code: "usage/inventory error",
+    PreflightError.exit_code: "preflight",
+    TransportError.exit_code: "SSH",
+    SafetyRefusal.exit_code: "refused for safety",
+    ClusterUnhealthy.exit_code: "cluster unhealthy",
+    EXIT_CERTS_EXPIRING: "certs need renewal (certs check)",
+    EXIT_CHANGES_PENDING: "changes pending (plan)",
+    EXIT_INTERRUPTED: "interrupted",
+}

@@ -11,7 +11,9 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from orchestrator.core.etcd_unit import SHOW_FACTS
 from orchestrator.core.host_lock import acquire_script
+from orchestrator.core.host_paths import pki_dir
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ownership import MARKER_NAME, DirFacts, ignored_entry
 
@@ -83,7 +85,7 @@ def facts_script(
         for p in text_paths
     )
     folders = "".join(_folder_lines(d) for d in (c.data_dir, c.config_dir))
-    dirs = " ".join(q(d) for d in (c.install_dir, c.config_dir, f"{c.config_dir}/pki", c.data_dir))
+    dirs = " ".join(q(d) for d in (c.install_dir, c.config_dir, pki_dir(inv), c.data_dir))
     return (
         "set +e; export LC_ALL=C\n"
         f'echo "{MARK} lock"; {acquire_script(lock_content, lock_path)}\n'
@@ -91,8 +93,7 @@ def facts_script(
         f'echo "{MARK} version"; {q(c.install_dir)}/etcd --version 2>/dev/null | head -n 1\n'
         f'echo "{MARK} user"; id -u etcd 2>/dev/null\n'
         f'echo "{MARK} dirs"; stat -c "%a %U %G %n" {dirs} 2>/dev/null\n'
-        f'echo "{MARK} service"; systemctl show etcd.service -p LoadState -p ActiveState '
-        "-p UnitFileState -p ActiveEnterTimestamp 2>/dev/null\n"
+        f'echo "{MARK} service"; {SHOW_FACTS} 2>/dev/null\n'
         f'echo "{MARK} data"; test -d {q(c.data_dir)}/member && echo yes\n'
         f'echo "{MARK} files"; for f in {files}; do if [ -L "$f" ]; then echo "link $f"; '
         'elif [ -f "$f" ]; then '

@@ -31,7 +31,8 @@ import shlex
 import time
 from dataclasses import dataclass
 
-LOCK_PATH = "/run/etcd-deploy.lock"
+from orchestrator.core.host_paths import LOCK_PATH, guard_path
+
 LEASE_SECONDS = 3600
 RENEW_SECONDS = 300  # a lease of 3600 s sees 11 renewals go by before it could run out
 GUARD_WAIT = 10  # seconds to wait for another run's lock command to finish
@@ -200,7 +201,7 @@ def stale_reason(
 
 
 def _guarded(path: str, body: str, *, on_busy: str) -> str:
-    guard = shlex.quote(path + ".guard")
+    guard = shlex.quote(guard_path(path))
     return (
         f"( exec 9>>{guard} && flock -w {GUARD_WAIT} 9 || exit 75\n"
         f'lk={shlex.quote(path)}; lt="$lk.new.$$"\n'
@@ -237,7 +238,7 @@ def acquire_script(content: str, path: str | None = None) -> str:
         f"else {_HELD}; fi\n"
         'rm -f "$lt"'
     )
-    return _guarded(p, body, on_busy=f"error cannot lock {p}.guard (flock)")
+    return _guarded(p, body, on_busy=f"error cannot lock {guard_path(p)} (flock)")
 
 
 def takeover_script(owner: LockOwner, expected_sha256: str, path: str | None = None) -> str:
@@ -253,7 +254,7 @@ def takeover_script(owner: LockOwner, expected_sha256: str, path: str | None = N
         f"else {_HELD}; fi\n"
         'rm -f "$lt"'
     )
-    return _guarded(p, body, on_busy=f"error cannot lock {p}.guard (flock)")
+    return _guarded(p, body, on_busy=f"error cannot lock {guard_path(p)} (flock)")
 
 
 def _ours(owner: LockOwner) -> str:
@@ -270,7 +271,7 @@ def refresh_script(owner: LockOwner, path: str | None = None) -> str:
         f'elif {_write_temp(owner.render())} && mv -fT "$lt" "$lk"; then echo renewed; '
         'else rm -f "$lt"; echo "error cannot write $lk"; fi'
     )
-    return _guarded(p, body, on_busy=f"error cannot lock {p}.guard (flock)")
+    return _guarded(p, body, on_busy=f"error cannot lock {guard_path(p)} (flock)")
 
 
 def release_script(owner: LockOwner, path: str | None = None) -> str:

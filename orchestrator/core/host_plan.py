@@ -9,6 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.core.facts import HostFacts
+from orchestrator.core.host_paths import (
+    UNIT_PATH,
+    env_path,
+    etcdctl_env_path,
+    pki_dir,
+    wrapper_path,
+)
 from orchestrator.core.inventory import Host, Inventory
 from orchestrator.core.ownership import MARKER_NAME, Marker
 from orchestrator.core.render import (
@@ -19,11 +26,6 @@ from orchestrator.core.render import (
     render_unit,
 )
 from orchestrator.core.versions import Version
-
-UNIT_PATH = "/etc/systemd/system/etcd.service"
-BACKUP_UNIT_PATH = "/etc/systemd/system/etcd-backup.service"
-BACKUP_TIMER_PATH = "/etc/systemd/system/etcd-backup.timer"
-HOST_BACKUP_DIR = "/var/backups/etcd"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,26 @@ class HostPlan:
         )
 
     @property
+    def written_now(self) -> list[FileChange]:
+        """The file changes of the install (the others wait for their host's turn)."""
+        deferred = self.deferred
+        return [c for c in self.files if c not in deferred]
+
+    def install_summary(self, *, done: bool) -> str:
+        """What the install does on the host ("" when nothing): to do, or `done`."""
+        files = self.written_now
+        parts = []
+        if self.prepare:
+            verb = "prepared" if done else "prepare"
+            parts.append(f"{verb} the etcd user and directories ({self.prepare})")
+        if self.install:
+            parts.append(f"{'installed' if done else 'install'} {self.install}")
+        if files:
+            kinds = ", ".join(sorted({c.file.kind for c in files}))
+            parts.append(f"{'wrote' if done else 'write'} {len(files)} file(s): {kinds}")
+        return "; ".join(parts)
+
+    @property
     def deferred(self) -> list[FileChange]:
         """Changes written at this host's turn rather than in the parallel install: a
         joiner's env (it needs the member list of its join), and a running member's env
@@ -101,16 +123,14 @@ def desired_dirs(inv: Inventory) -> dict[str, tuple[int, str, str]]:
     return {
         c.install_dir: (0o755, "root", "root"),
         c.config_dir: (0o755, "root", "root"),
-        f"{c.config_dir}/pki": (0o700, "etcd", "etcd"),
+        pki_dir(inv): (0o700, "etcd", "etcd"),
         c.data_dir: (0o700, "etcd", "etcd"),
     }
 
 
 def env_file(inv: Inventory, env: str) -> DesiredFile:
     """{config_dir}/etcd.env: readable by etcd, not by everyone (it names every cert path)."""
-    return DesiredFile(
-        f"{inv.cluster.config_dir}/etcd.env", env.encode(), 0o640, "root", "etcd", "env"
-    )
+    return DesiredFile(env_path(inv), env.encode(), 0o640, "root", "etcd", "env")
 
 
 def marker_files(inv: Inventory, marker: Marker) -> list[DesiredFile]:
@@ -137,7 +157,7 @@ def desired_files(
         DesiredFile(UNIT_PATH, render_unit(inv).encode(), 0o644, "root", "root", "unit"),
         env_file(inv, env),
         DesiredFile(
-            f"{inv.cluster.config_dir}/etcdctl.env",
+            etcdctl_env_path(inv),
             render_etcdctl_env(inv, host).encode(),
             0o644,
             "root",
@@ -145,7 +165,7 @@ def desired_files(
             "etcdctl-env",
         ),
         DesiredFile(
-            f"{inv.cluster.install_dir}/etcdctl.sh",
+            wrapper_path(inv),
             render_etcdctl_wrapper(inv).encode(),
             0o755,
             "root",

@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from orchestrator.core.facts import HostFacts
+from orchestrator.core.host_paths import env_path
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ownership import (
     CONFIG_RULE,
@@ -41,7 +42,7 @@ class IdentityObserved:
 
 def identity_paths(inv: Inventory) -> tuple[str, str]:
     """The host files the judgement reads: the CA file and etcd.env."""
-    return pki_paths(inv)["ca.crt"], f"{inv.cluster.config_dir}/etcd.env"
+    return pki_paths(inv)["ca.crt"], env_path(inv)
 
 
 def host_identity(inv: Inventory, obs: IdentityObserved, name: str) -> HostIdentity:

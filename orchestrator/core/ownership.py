@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from orchestrator.core.host_paths import ENV_NAME, ETCDCTL_ENV_NAME, PKI_NAME
+
 MARKER_NAME = ".etcd-deploy"
 # Inside a data dir that is a mount point: what `up --force` moved aside, and a restore
 # being prepared (see operations.aside_lines and the restore script).
@@ -93,12 +95,12 @@ class FolderRule:
 
 
 # What etcd-deploy writes in the config dir besides pki/ (removed by name on teardown).
-CONFIG_FILES = ("etcd.env", "etcdctl.env", MARKER_NAME)
+CONFIG_FILES = (ENV_NAME, ETCDCTL_ENV_NAME, MARKER_NAME)
 DATA_RULE = FolderRule("cluster.data_dir")
 # etcd.env is another tool's as often as ours (etcdadm's layout): proven by its content.
-CONFIG_RULE = FolderRule("cluster.config_dir", frozenset({*CONFIG_FILES, "pki"} - {"etcd.env"}))
+CONFIG_RULE = FolderRule("cluster.config_dir", frozenset({*CONFIG_FILES, PKI_NAME} - {ENV_NAME}))
 ETCD_DATA = frozenset({"member"})
-OUR_ENV = frozenset({"etcd.env"})
+OUR_ENV = frozenset({ENV_NAME})
 
 
 def judge(

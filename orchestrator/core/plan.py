@@ -11,8 +11,8 @@ run does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.core.errors import EXIT_CHANGES_PENDING, EXIT_OK, SafetyRefusal
@@ -132,8 +132,15 @@ class Plan:
         """Hosts with a step, in plan order."""
         return list(dict.fromkeys(s.host for s in self.steps if s.host))
 
-    def with_steps(self, steps: Iterable[Step]) -> Plan:
-        return replace(self, steps=(*self.steps, *steps))
+    def then(self, after: Plan) -> Plan:
+        """This plan followed by `after` (a command made of two: replace-node)."""
+        return Plan(
+            f"{self.command}+{after.command}",
+            steps=(*self.steps, *after.steps),
+            noops=(*self.noops, *after.noops),
+            refusals=(*self.refusals, *after.refusals),
+            warnings=(*self.warnings, *after.warnings),
+        )
 
     def refusal_error(self) -> SafetyRefusal | None:
         """The error a real run stops with before changing anything (None: no refusal)."""

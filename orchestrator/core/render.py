@@ -13,6 +13,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from orchestrator.core.errors import UsageError
+from orchestrator.core.etcd_unit import UNIT
+from orchestrator.core.host_paths import (
+    env_path,
+    etcdctl_env_path,
+    install_path,
+    pki_dir,
+    wrapper_path,
+)
 from orchestrator.core.inventory import is_ip
 from orchestrator.core.rules import FLAG_NAME, SAFE_REMOTE_PATH, flag_problem, flag_value_problem
 from orchestrator.core.versions import Version
@@ -92,7 +100,8 @@ def _env_value(key: str, value: str) -> str:
 
 def pki_paths(inv: Inventory) -> dict[str, str]:
     """Remote paths: "ca.crt" and "<kind>.crt" / "<kind>.key" for each host cert kind."""
-    base = posixpath.join(_safe_path("cluster.config_dir", inv.cluster.config_dir), "pki")
+    _safe_path("cluster.config_dir", inv.cluster.config_dir)  # checked: written unquoted
+    base = pki_dir(inv)
     paths = {"ca.crt": posixpath.join(base, "ca.crt")}
     for kind in HOST_CERT_KINDS:
         paths[f"{kind}.crt"] = posixpath.join(base, f"{kind}.crt")
@@ -298,17 +307,17 @@ def render_etcdctl_env(inv: Inventory, host: Host) -> str:
 
 def render_etcdctl_wrapper(inv: Inventory) -> str:
     """{install_dir}/etcdctl.sh: runs etcdctl with etcdctl.env exported."""
-    config_dir = _safe_path("cluster.config_dir", inv.cluster.config_dir)
-    install_dir = _safe_path("cluster.install_dir", inv.cluster.install_dir)
+    _safe_path("cluster.config_dir", inv.cluster.config_dir)  # checked: written unquoted
+    _safe_path("cluster.install_dir", inv.cluster.install_dir)
     return (
         "\n".join(
             [
                 "#!/bin/sh",
                 _header(inv),
                 "set -a",
-                f". {posixpath.join(config_dir, 'etcdctl.env')}",
+                f". {etcdctl_env_path(inv)}",
                 "set +a",
-                f'exec {posixpath.join(install_dir, "etcdctl")} "$@"',
+                f'exec {install_path(inv, "etcdctl")} "$@"',
             ]
         )
         + "\n"
@@ -351,8 +360,8 @@ def render_unit(inv: Inventory) -> str:
     cluster.
     """
     c = inv.cluster
-    config_dir = _safe_path("cluster.config_dir", c.config_dir)
-    install_dir = _safe_path("cluster.install_dir", c.install_dir)
+    _safe_path("cluster.config_dir", c.config_dir)  # checked: written unquoted
+    _safe_path("cluster.install_dir", c.install_dir)
     rw_paths = [_safe_path("cluster.data_dir", c.data_dir)]
     low_port = min(c.client_port, c.peer_port) < 1024
     caps = "CAP_NET_BIND_SERVICE" if low_port else ""
@@ -368,8 +377,8 @@ def render_unit(inv: Inventory) -> str:
         "Type=notify",
         "User=etcd",
         "Group=etcd",
-        f"EnvironmentFile={posixpath.join(config_dir, 'etcd.env')}",
-        f"ExecStart={posixpath.join(install_dir, 'etcd')}",
+        f"EnvironmentFile={env_path(inv)}",
+        f"ExecStart={install_path(inv, 'etcd')}",
         "Restart=on-failure",
         "RestartSec=5s",
         "TimeoutStartSec=300",
@@ -429,7 +438,7 @@ def render_backup_script(inv: Inventory, host: Host, *, keep: int, folder: str) 
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise UsageError(f"--keep: expected a whole number of at least 1, got {keep!r}")
     path = _backup_folder(inv, folder)
-    install_dir = _safe_path("cluster.install_dir", inv.cluster.install_dir)
+    _safe_path("cluster.install_dir", inv.cluster.install_dir)  # checked: written unquoted
     # Cluster names are [a-z0-9-], host names [A-Za-z0-9._-]: nothing sh would expand.
     prefix = posixpath.join(path, f"{inv.cluster.name}-{host.name}-")
     stamp = "[0-9]" * 8 + "T" + "[0-9]" * 6 + ".*Z.db"
@@ -452,7 +461,7 @@ def render_backup_script(inv: Inventory, host: Host, *, keep: int, folder: str) 
         f'f="{prefix}$(date -u +%Y%m%dT%H%M%S.%NZ).db"',
         'trap \'rm -f "$f.part" "$f.part.part"\' EXIT',
         "trap 'exit 1' HUP INT TERM",
-        f'{posixpath.join(install_dir, "etcdctl.sh")} snapshot save "$f.part" >&2',
+        f'{wrapper_path(inv)} snapshot save "$f.part" >&2',
         'if [ ! -s "$f.part" ]; then',
         '\techo "etcd-backup: etcdctl wrote no snapshot to $f.part" >&2',
         "\texit 1",
@@ -489,7 +498,7 @@ def render_backup_service(inv: Inventory, script_path: str, folder: str) -> str:
         "[Unit]",
         f"Description=etcd snapshot backup (cluster {c.name})",
         "Documentation=https://etcd.io/docs/",
-        "After=etcd.service",
+        f"After={UNIT}",
         # The folder must exist before the mount namespace is set up (ReadWritePaths):
         # `backup schedule` creates it; systemd cannot, even from a `+` ExecStartPre.
         f"ConditionPathIsDirectory={path}",

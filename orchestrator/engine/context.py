@@ -60,10 +60,11 @@ class RunContext:
         id (made now when `create`, under the state lock; "" when absent otherwise)."""
         return Marker(self.inv.cluster.name, self.pki.cluster_id(create=create))
 
-    def reload(self) -> None:
-        """Read the inventory file again (after this run edited it); the state lock stays."""
+    def reload(self, inv: Inventory | None = None) -> None:
+        """Read the inventory file again (after this run edited it), or take `inv` (a dry
+        run's edit, never written); the state lock stays."""
         self._close_connections()
-        self.inv = load_inventory(self.inv.path)
+        self.inv = inv or load_inventory(self.inv.path)
         self.pki = LocalPKI(self.inv.cluster.state_dir, self.inv.cluster.name)
 
     def conn(self, host: Host | str) -> HostConnection:

@@ -12,7 +12,6 @@ from orchestrator.core.errors import EtcdDeployError, PhaseFailure, SafetyRefusa
 from orchestrator.core.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
 from orchestrator.core.host_lock import (
     LEASE_SECONDS,
-    LOCK_PATH,
     HeldLock,
     LockOwner,
     parse_held,
@@ -20,6 +19,7 @@ from orchestrator.core.host_lock import (
     release_script,
     takeover_script,
 )
+from orchestrator.core.host_paths import LOCK_PATH
 from orchestrator.core.host_plan import DesiredFile
 from orchestrator.engine.context import RunContext
 
@@ -43,9 +43,53 @@ def raise_for_failures(ctx: RunContext, phase: str, results: dict[str, HostResul
     for name, error in failed.items():
         ctx.ui.error(f"{phase} {name}", str(error))
     # Several hosts failed the same way (all unreachable, say): keep that exit code.
-    codes = {e.exit_code if isinstance(e, EtcdDeployError) else 1 for e in failed.values()}
-    code = codes.pop() if len(codes) == 1 else 1
+    failure = EtcdDeployError.exit_code
+    codes = {e.exit_code if isinstance(e, EtcdDeployError) else failure for e in failed.values()}
+    code = codes.pop() if len(codes) == 1 else failure
     raise PhaseFailure(phase, None, f"failed on {', '.join(failed)}", exit_code=code)
+
+
+# A lock path the shell can never open: facts read for a dry run write nothing on the host.
+NO_LOCK = "/dev/null/etcd-deploy-dry-run"
+
+
+def _read(
+    ctx: RunContext, conn: HostConnection, wanted: list[DesiredFile], lock: str, owner: str
+) -> HostFacts:
+    """One host's facts, in one command (taking the run lock at `lock`)."""
+    script = facts_script(
+        ctx.inv,
+        [f.path for f in wanted],
+        [f.path for f in wanted if f.kind in TEXT_KINDS],
+        lock,
+        owner,
+    )
+    return parse_facts(conn.run(script, quiet=True).stdout)
+
+
+def _leave_out_unreachable(ctx: RunContext, results: dict[str, HostResult[HostFacts]]) -> None:
+    for name, result in list(results.items()):
+        if isinstance(result.error, TransportError):
+            ctx.ui.warn(f"facts {name}", f"unreachable, left out: {result.error}")
+            del results[name]
+
+
+def read_facts(
+    ctx: RunContext,
+    files: dict[str, list[DesiredFile]],
+    names: list[str],
+    *,
+    tolerate_unreachable: bool = False,
+) -> dict[str, HostFacts]:
+    """For a dry run: facts as `gather_facts` reads them, without any lock (nothing is
+    written, on the hosts or in the state dir)."""
+    results = ctx.pool.map(
+        lambda conn: _read(ctx, conn, files.get(conn.name, []), NO_LOCK, ""), names
+    )
+    if tolerate_unreachable:
+        _leave_out_unreachable(ctx, results)
+    raise_for_failures(ctx, "facts", results)
+    return {n: r.value for n, r in results.items() if r.value is not None}
 
 
 def gather_facts(
@@ -65,15 +109,7 @@ def gather_facts(
     ctx.lock_state(owner)
 
     def one(conn: HostConnection) -> HostFacts:
-        wanted = files.get(conn.name, [])
-        script = facts_script(
-            ctx.inv,
-            [f.path for f in wanted],
-            [f.path for f in wanted if f.kind in TEXT_KINDS],
-            LOCK_PATH,
-            owner.render(),
-        )
-        facts = parse_facts(conn.run(script, quiet=True).stdout)
+        facts = _read(ctx, conn, files.get(conn.name, []), LOCK_PATH, owner.render())
         if not facts.lock_acquired:
             take_over(ctx, conn, owner, facts.lock)
             facts.lock_acquired = True
@@ -86,10 +122,7 @@ def gather_facts(
     if all(r.ok or isinstance(r.error, TransportError) for r in results.values()):
         results |= ctx.pool.map(one, names[1:])
     if tolerate_unreachable:
-        for name, result in list(results.items()):
-            if isinstance(result.error, TransportError):
-                ctx.ui.warn(f"facts {name}", f"unreachable, left out: {result.error}")
-                del results[name]
+        _leave_out_unreachable(ctx, results)
     acquired = [n for n, r in results.items() if r.ok]
     leases(ctx).hold(owner, acquired)
     try:

@@ -14,22 +14,17 @@ from typing import TYPE_CHECKING
 from orchestrator.adapters.lock import new_owner
 from orchestrator.adapters.pki import pem_fingerprints
 from orchestrator.core.errors import SafetyRefusal
-from orchestrator.core.facts import TEXT_KINDS, HostFacts, facts_script, parse_facts
+from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_lock import LockOwner
 from orchestrator.core.host_plan import DesiredFile, ca_file, env_file
 from orchestrator.core.identity import IdentityObserved, identity_paths, identity_refusals
 from orchestrator.core.ownership import ca_trust
 from orchestrator.core.plan import Plan
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.hosts import gather_facts, raise_for_failures, release_locks
+from orchestrator.engine.hosts import gather_facts, read_facts, release_locks
 
 if TYPE_CHECKING:
-    from orchestrator.adapters.transport import HostConnection
-
-# A dry run reads the facts without the run lock: the facts command's lock attempt is
-# pointed below /dev/null, which no shell can open, so it writes nothing on the host (it
-# reports "error cannot lock ...", which nothing reads).
-NO_LOCK = "/dev/null/etcd-deploy-dry-run"
+    pass
 
 
 def identity_files(ctx: RunContext, names: Collection[str]) -> dict[str, list[DesiredFile]]:
@@ -51,26 +46,16 @@ def lock_and_read(
 
 
 def read_unlocked(
-    ctx: RunContext, names: list[str], files: dict[str, list[DesiredFile]] | None = None
+    ctx: RunContext,
+    names: list[str],
+    files: dict[str, list[DesiredFile]] | None = None,
+    *,
+    tolerate_unreachable: bool = False,
 ) -> dict[str, HostFacts]:
-    """For a dry run: the same facts, read without any lock (nothing is written, on the
-    hosts or in the state dir). `files` default: what the judgement reads."""
+    """For a dry run: the facts, read without any lock (`hosts.read_facts`). `files`
+    default: what the judgement reads."""
     wanted = files if files is not None else identity_files(ctx, names)
-
-    def one(conn: HostConnection) -> HostFacts:
-        paths = wanted.get(conn.name, [])
-        script = facts_script(
-            ctx.inv,
-            [f.path for f in paths],
-            [f.path for f in paths if f.kind in TEXT_KINDS],
-            NO_LOCK,
-            "",
-        )
-        return parse_facts(conn.run(script, quiet=True).stdout)
-
-    results = ctx.pool.map(one, names)
-    raise_for_failures(ctx, "facts", results)
-    return {n: r.value for n, r in results.items() if r.value is not None}
+    return read_facts(ctx, wanted, names, tolerate_unreachable=tolerate_unreachable)
 
 
 def observe_identity(ctx: RunContext, facts: dict[str, HostFacts]) -> IdentityObserved:

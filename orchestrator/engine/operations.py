@@ -18,15 +18,20 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from orchestrator.adapters.release import Release, release_bytes
+from orchestrator.core.etcd_unit import DAEMON_RELOAD, DISABLE_ALL, RESET_FAILED, journal
 from orchestrator.core.host_lock import remove_script
-from orchestrator.core.host_plan import (
+from orchestrator.core.host_paths import (
+    BACKUP_SCRIPT_NAME,
     BACKUP_TIMER_PATH,
     BACKUP_UNIT_PATH,
     HOST_BACKUP_DIR,
     UNIT_PATH,
-    DesiredFile,
-    desired_dirs,
+    WRAPPER_NAME,
+    config_path,
+    is_unit_file,
+    pki_dir,
 )
+from orchestrator.core.host_plan import DesiredFile, desired_dirs
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ownership import (
     ASIDE_PREFIX,
@@ -105,7 +110,7 @@ def write_files_script(files: Iterable[DesiredFile], daemon_reload: bool, root: 
             "set -e",
             extract,
             *place_files_lines(files, root),
-            *(["systemctl daemon-reload"] if daemon_reload else []),
+            *([DAEMON_RELOAD] if daemon_reload else []),
         ]
     )
 
@@ -155,7 +160,7 @@ def setup_script(
         lines += place_files_lines(files)
         lines += _binary_lines(inv, release)
     if reload:
-        lines.append("systemctl daemon-reload")
+        lines.append(DAEMON_RELOAD)
     return "\n".join(lines)
 
 
@@ -169,7 +174,7 @@ def setup_host(
 ) -> None:
     """Run `setup_script` with `files` as a tar on stdin, the release tarball after it."""
     archive = files_tar(files)
-    reload = any(f.path.startswith("/etc/systemd/system/") for f in files)
+    reload = any(is_unit_file(f.path) for f in files)
     script = setup_script(
         inv, prepare=prepare, files=files, files_size=len(archive), release=release, reload=reload
     )
@@ -240,17 +245,18 @@ def teardown_script(inv: Inventory, *, wipe_data: bool, marker: Marker, force: b
     c = inv.cluster
     binaries = " ".join(
         f"{q(c.install_dir)}/{b} {q(c.install_dir)}/{b}.prev"
-        for b in ("etcd", "etcdctl", "etcdutl", "etcdctl.sh", "etcd-backup.sh")
+        for b in ("etcd", "etcdctl", "etcdutl", WRAPPER_NAME, BACKUP_SCRIPT_NAME)
     )
-    ours = [*pki_paths(inv).values(), *(f"{c.config_dir}/{n}" for n in CONFIG_FILES)]
+    ours = [*pki_paths(inv).values(), *(config_path(inv, n) for n in CONFIG_FILES)]
     config = " ".join(q(p) for p in ours)
+    pki = q(pki_dir(inv))
     lines = [
-        "systemctl disable --now etcd.service etcd-backup.timer >/dev/null 2>&1 || true",
+        DISABLE_ALL,
         f"rm -f {UNIT_PATH} {BACKUP_UNIT_PATH} {BACKUP_TIMER_PATH}",
-        "systemctl daemon-reload",
-        "systemctl reset-failed etcd.service >/dev/null 2>&1 || true",
-        f"rm -f {config} {q(c.config_dir)}/*{STAGED_SUFFIX} {q(c.config_dir)}/pki/*{STAGED_SUFFIX}",
-        f"rmdir {q(c.config_dir)}/pki {q(c.config_dir)} 2>/dev/null || true",
+        DAEMON_RELOAD,
+        RESET_FAILED,
+        f"rm -f {config} {q(c.config_dir)}/*{STAGED_SUFFIX} {pki}/*{STAGED_SUFFIX}",
+        f"rmdir {pki} {q(c.config_dir)} 2>/dev/null || true",
         f"rm -f {binaries}",
         f"rmdir {q(c.install_dir)} 2>/dev/null || true",
     ]
@@ -285,8 +291,7 @@ def read_file(conn: HostConnection, path: str) -> str:
 def journal_tail(conn: HostConnection, lines: int = 12) -> str:
     """The member's last journal lines, without etcd's list of the variables it read."""
     result = conn.run(
-        "journalctl -u etcd.service -n 200 --no-pager -o cat | "
-        f"grep -v 'recognized and used environment variable' | tail -n {lines}",
+        f"{journal(200)} | grep -v 'recognized and used environment variable' | tail -n {lines}",
         check=False,
         quiet=True,
     )
@@ -295,5 +300,5 @@ def journal_tail(conn: HostConnection, lines: int = 12) -> str:
 
 def apply_files(conn: HostConnection, files: list[DesiredFile]) -> None:
     """Write `files` in one command; systemd reloads its units when one of them changed."""
-    reload = any(f.path.startswith("/etc/systemd/system/") for f in files)
+    reload = any(is_unit_file(f.path) for f in files)
     conn.run(write_files_script(files, reload), stdin=files_tar(files))

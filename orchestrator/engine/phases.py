@@ -12,6 +12,7 @@ from orchestrator.adapters.release import Release, arch_for, fetch_release
 from orchestrator.adapters.transport import Pending
 from orchestrator.core.cluster_view import ClusterView, Member
 from orchestrator.core.errors import PhaseFailure, SafetyRefusal
+from orchestrator.core.etcd_unit import SHOW_INVOCATION_ID, SHOW_STATE, START_NOW, enable_and
 from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_plan import DesiredFile, HostPlan, ca_file, desired_files
 from orchestrator.core.inventory import Host
@@ -184,18 +185,12 @@ def install_host(
 ) -> None:
     """User and dirs, binaries (`release`, when the plan installs), the files written now
     (a joiner's env waits for its join, a running member's for its restart)."""
-    files = [c.file for c in plan.files if c not in plan.deferred]
-    if not (plan.prepare or plan.install or files):
+    said = plan.install_summary(done=True)
+    if not said:
         return
+    files = [c.file for c in plan.written_now]
     setup_host(conn, ctx.inv, files, prepare=bool(plan.prepare), release=release)
-    done = []
-    if plan.prepare:
-        done.append(f"prepared the etcd user and directories ({plan.prepare})")
-    if plan.install:
-        done.append(f"installed {plan.install}")
-    if files:
-        done.append(f"wrote {len(files)} file(s): " + ", ".join(sorted({f.kind for f in files})))
-    ctx.ui.info(f"install {conn.name}", "; ".join(done))
+    ctx.ui.info(f"install {conn.name}", said)
 
 
 def install_hosts(
@@ -225,18 +220,8 @@ def install_hosts(
 
 
 def _unit_state(conn: HostConnection) -> dict[str, str]:
-    out = conn.run(
-        "systemctl show -p ActiveState -p SubState -p InvocationID etcd.service",
-        check=False,
-        quiet=True,
-    ).stdout
+    out = conn.run(SHOW_STATE, check=False, quiet=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-# Writing the unit is always followed by a daemon-reload, so enabling needs no reload of
-# its own (each costs systemd about 0.1 s of CPU per host).
-ENABLE = "systemctl enable --quiet --no-reload etcd.service"
-START_NOW = f"{ENABLE} && systemctl start --no-block etcd.service"
 
 
 def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = False) -> None:
@@ -249,10 +234,7 @@ def start_and_wait(ctx: RunContext, host: Host, phase: str, *, restart: bool = F
     """
     conn = ctx.conn(host)
     verb = "restart" if restart else "start"
-    before = conn.run(
-        "systemctl show -p InvocationID --value etcd.service; "
-        f"{ENABLE} && systemctl {verb} --no-block etcd.service"
-    ).stdout.strip()
+    before = conn.run(f"{SHOW_INVOCATION_ID}; {enable_and(verb)}").stdout.strip()
     endpoint = ctx.inv.client_url(host)
     backoff = Backoff(START_TIMEOUT, first=0.05, longest=0.2)
     while True:

@@ -13,6 +13,7 @@ import pytest
 from orchestrator.adapters.transport import CommandResult, HostResult
 from orchestrator.commands import backup, destroy, restore
 from orchestrator.core.errors import EXIT_CHANGES_PENDING, SafetyRefusal
+from orchestrator.core.etcd_unit import STOP_IF_RUNNING
 from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_lock import LockOwner
 from orchestrator.engine.context import RunContext
@@ -215,7 +216,7 @@ def test_restore_runs_its_plan_in_the_safety_order(
     ]
     log: list[str] = ctx.pool.log  # type: ignore[attr-defined]
     staged = [i for i, line in enumerate(log) if "snapshot restore" in line]
-    stopped = [i for i, line in enumerate(log) if line.endswith(restore.STOP)]
+    stopped = [i for i, line in enumerate(log) if line.endswith(STOP_IF_RUNNING)]
     moved = [i for i, line in enumerate(log) if "mountpoint -q" in line]
     assert len(staged) == len(stopped) == len(moved) == 3
     assert max(staged) < min(stopped) and max(stopped) < min(moved)

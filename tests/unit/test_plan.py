@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.facts import HostFacts
+from orchestrator.core.host_paths import UNIT_PATH
 from orchestrator.core.host_plan import (
     SYMLINK_REPLACED,
-    UNIT_PATH,
     DesiredFile,
     HostPlan,
     desired_dirs,

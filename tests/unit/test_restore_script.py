@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.commands.restore import STOP, stage_script, swap_script
+from orchestrator.commands.restore import stage_script, swap_script
+from orchestrator.core.etcd_unit import STOP_IF_RUNNING as STOP
 from tests.unit.helpers import MARKER, make_inventory
 
 SHA = "ab" * 32

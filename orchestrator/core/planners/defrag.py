@@ -9,18 +9,9 @@ from orchestrator.core.cluster_view import ClusterView, MemberStatus, member_lab
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.plan import Noop, Plan, Step
 from orchestrator.core.planners.rolling import members_of, rolling_steps
+from orchestrator.core.units import human_size
 
 TOLERATE = ("NOSPACE",)  # the alarm defrag is there to clear
-
-
-def human_size(n: int) -> str:
-    """Bytes for people (the same text as `ui.human_size`, which imports nothing from here)."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def free_percent(status: MemberStatus) -> float:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.core.host_plan import (
+from orchestrator.core.host_paths import (
     BACKUP_TIMER_PATH,
     BACKUP_UNIT_PATH,
     HOST_BACKUP_DIR,
-    DesiredFile,
+    backup_script_path,
 )
+from orchestrator.core.host_plan import DesiredFile
 from orchestrator.core.inventory import Host, Inventory
 from orchestrator.core.plan import Plan, Step
 from orchestrator.core.render import (
@@ -24,10 +25,6 @@ from orchestrator.core.render import (
     render_backup_service,
     render_backup_timer,
 )
-
-
-def backup_script_path(inv: Inventory) -> str:
-    return f"{inv.cluster.install_dir}/etcd-backup.sh"
 
 
 def schedule_files(inv: Inventory, host: Host, every: str, keep: int) -> list[DesiredFile]:

@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from orchestrator.core.cluster_view import ClusterView, Member
+from orchestrator.core.etcd_unit import UNIT
 from orchestrator.core.facts import HostFacts
+from orchestrator.core.host_paths import env_path
 from orchestrator.core.host_plan import DesiredFile, HostPlan, desired_files, plan_host
 from orchestrator.core.inventory import Host, Inventory
 from orchestrator.core.member_env import member_env
@@ -78,7 +80,7 @@ def _foreign_data(inv: Inventory, obs: UpObserved, scope: Sequence[str]) -> list
     others to it."""
     if obs.view is not None:
         return []  # `_stale_members` compares the hosts with the running cluster's members
-    env_path = f"{inv.cluster.config_dir}/etcd.env"
+    env_file = env_path(inv)
     other_ca = foreign_ca_hosts(_holds(obs.facts), obs.trust)
     return [
         name
@@ -86,7 +88,7 @@ def _foreign_data(inv: Inventory, obs: UpObserved, scope: Sequence[str]) -> list
         if obs.facts[name].has_data
         and (
             name in other_ca
-            or env_values(obs.facts[name].texts.get(env_path, "")).get("ETCD_NAME") != name
+            or env_values(obs.facts[name].texts.get(env_file, "")).get("ETCD_NAME") != name
         )
     ]
 
@@ -105,7 +107,7 @@ def _unowned_folders(
         verdict = judge(c.data_dir, f.folders.get(c.data_dir, DirFacts()), DATA_RULE, obs.marker)
         if not f.has_data and not verdict.may_write:
             data[name] = verdict
-        env = env_values(f.texts.get(f"{c.config_dir}/etcd.env", ""))
+        env = env_values(f.texts.get(env_path(inv), ""))
         proven = OUR_ENV if env_is_ours(c.name, name, env) else frozenset()
         folder = f.folders.get(c.config_dir, DirFacts())
         verdict = judge(c.config_dir, folder, CONFIG_RULE, obs.marker, proven=proven)
@@ -267,20 +269,10 @@ def _foreign_members(inv: Inventory, view: ClusterView | None) -> list[str]:
 
 
 def _install_step(name: str, plan: HostPlan, background: bool) -> Step:
-    files = [c for c in plan.files if c not in plan.deferred]
-    did = []
-    if plan.prepare:
-        did.append(f"prepare the etcd user and directories ({plan.prepare})")
-    if plan.install:
-        did.append(f"install {plan.install}")
-    if files:
-        did.append(
-            f"write {len(files)} file(s): " + ", ".join(sorted({c.file.kind for c in files}))
-        )
     return Step(
         "install",
         name,
-        "; ".join(did),
+        plan.install_summary(done=False),
         background=background,
         detail=_file_lines(plan),
         args={"plan": plan},
@@ -494,12 +486,12 @@ def _steps(
     # A learner-mode bootstrap waits for its one founder: that host installs first, alone.
     founders = [n for n, p in plans.items() if p.membership == "bootstrap"]
     first = founders if len(founders) == 1 else []
-    installs = {n: p for n, p in plans.items() if p.prepare or p.install or _written_now(p)}
+    installs = {n: p for n, p in plans.items() if p.install_summary(done=False)}
     steps += [_install_step(n, installs[n], background=False) for n in first if n in installs]
     steps += [_install_step(n, p, background=True) for n, p in installs.items() if n not in first]
     steps += _membership_steps(inv, obs, plans, stale, at_join)
     steps += [
-        Step("enable", n, "enable etcd.service at boot", parallel=True)
+        Step("enable", n, f"enable {UNIT} at boot", parallel=True)
         for n, p in plans.items()
         if p.enable
     ]
@@ -517,7 +509,3 @@ def _steps(
                 )
             )
     return steps
-
-
-def _written_now(plan: HostPlan) -> bool:
-    return any(c not in plan.deferred for c in plan.files)
