@@ -29,7 +29,7 @@ from orchestrator.core.errors import (
 from orchestrator.core.etcd_unit import DISABLE_NOW, ENABLE, START_NOW, STOP_IF_RUNNING
 from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_paths import env_path
-from orchestrator.core.host_plan import HostPlan, env_file
+from orchestrator.core.host_plan import HostPlan, desired_files, env_file
 from orchestrator.core.inventory import Host
 from orchestrator.core.member_env import member_env
 from orchestrator.core.plan import Plan, Step
@@ -44,9 +44,7 @@ from orchestrator.engine.membership import add_learner, promote, remove
 from orchestrator.engine.operations import apply_files, aside_lines, marker_lines
 from orchestrator.engine.phases import (
     START_TIMEOUT,
-    Observed,
     ca_trust_of,
-    desired_for,
     fetch_one_release,
     install_host,
     issue_certs,
@@ -76,9 +74,14 @@ def run_up(
     ctx.lock_state(owner)  # before the CA and certs: a concurrent run would make its own
     ca_created = not ctx.pki.ca_cert_path.exists()
     certs = issue_certs(ctx)
-    placeholder = Observed({}, None, "", certs)
-    paths = {h.name: desired_for(ctx, h, placeholder, env="") for h in inv.hosts}
-    facts = gather_facts(ctx, owner, paths, [h.name for h in inv.hosts])
+    pems = {n: {k: (c.cert_pem, c.key_pem) for k, c in kinds.items()} for n, kinds in certs.items()}
+    wanted = {
+        h.name: desired_files(
+            inv, h, env="", ca_pem=ctx.pki.trust_pem(), certs=pems[h.name], marker=ctx.marker()
+        )
+        for h in inv.hosts
+    }  # what the facts read: each file's state, the text of those that are not secret
+    facts = gather_facts(ctx, owner, wanted, [h.name for h in inv.hosts])
     try:
         obs = UpObserved(
             facts=facts,
@@ -86,10 +89,7 @@ def run_up(
             token=token_from(facts, env_path(inv)) or f"{inv.cluster.name}-{secrets.token_hex(6)}",
             trust=ca_trust_of(ctx, facts),
             ca_pem=ctx.pki.trust_pem(),
-            certs={
-                n: {k: (c.cert_pem, c.key_pem) for k, c in kinds.items()}
-                for n, kinds in certs.items()
-            },
+            certs=pems,
             marker=ctx.marker(),
             ca_created=ca_created,
             pki_dir=str(ctx.pki.ca_cert_path.parent),

@@ -12,11 +12,11 @@ from orchestrator.adapters.pki import LocalPKI, pem_fingerprints
 from orchestrator.core.cluster_view import ClusterView
 from orchestrator.core.errors import SafetyRefusal
 from orchestrator.core.facts import HostFacts
-from orchestrator.core.ownership import Marker
+from orchestrator.core.ownership import Marker, ca_refusal
 from orchestrator.core.planners.up import UpObserved, _foreign_data
 from orchestrator.core.render import env_values
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.phases import check_ca
+from orchestrator.engine.phases import ca_trust_of
 from orchestrator.ui import UI
 from tests.unit.helpers import make_inventory
 
@@ -29,6 +29,23 @@ def ctx(tmp_path: Path) -> RunContext:
     context = RunContext(make_inventory(tmp_path), UI())
     context.pki.ensure_ca(365)
     return context
+
+
+def check_ca(
+    ctx: RunContext, facts: dict[str, HostFacts], *, created_now: bool, data_checked: bool = False
+) -> None:
+    """The CA rule as `up` and `certs renew` meet it: whose CA each host trusts, read from
+    its CA file against the state dir's real CAs, then `ownership.ca_refusal`."""
+    refused = ca_refusal(
+        {n: f.holds_cluster for n, f in facts.items()},
+        ca_trust_of(ctx, facts),
+        created_now=created_now,
+        pki_dir=str(ctx.pki.ca_cert_path.parent),
+        state_dir=str(ctx.inv.cluster.state_dir),
+        data_checked=data_checked,
+    )
+    if refused:
+        raise SafetyRefusal(refused)
 
 
 def other_ca(tmp_path: Path) -> bytes:
