@@ -292,13 +292,21 @@ def _file_lines(plan: HostPlan) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _membership_steps(
-    inv: Inventory,
-    obs: UpObserved,
-    plans: Mapping[str, HostPlan],
-    stale: Sequence[tuple[str, Member]],
-    data_aside_at_join: Sequence[str],
-) -> list[Step]:
+@dataclass(frozen=True)
+class _Decided:
+    """What `plan_up` decided per host, turned into steps by `_steps`: each host's plan,
+    stale members to remove, folders to move aside (config dirs, data dirs before the
+    install, data dirs just before a join)."""
+
+    plans: Mapping[str, HostPlan]
+    stale: Sequence[tuple[str, Member]]
+    config_aside: Sequence[str]
+    data_aside: Sequence[str]
+    at_join: Sequence[str]
+
+
+def _membership_steps(inv: Inventory, obs: UpObserved, decided: _Decided) -> list[Step]:
+    plans, stale, data_aside_at_join = decided.plans, decided.stale, decided.at_join
     steps: list[Step] = []
     starting = [n for n, p in plans.items() if p.membership == "start"]
     for name in starting:
@@ -432,7 +440,7 @@ def plan_up(
         plans[name].membership = "join"
     return Plan(
         "up",
-        steps=tuple(_steps(inv, obs, plans, stale, sorted(config), data_aside, at_join)),
+        steps=tuple(_steps(inv, obs, _Decided(plans, stale, sorted(config), data_aside, at_join))),
         noops=tuple(Noop(n, "; ".join(p.noops)) for n, p in plans.items() if not p.changes),
         refusals=tuple(refusals),
         warnings=warnings,
@@ -458,15 +466,8 @@ def _without(inv: Inventory, facts: HostFacts, data: bool, config: bool) -> Host
     return copy
 
 
-def _steps(
-    inv: Inventory,
-    obs: UpObserved,
-    plans: Mapping[str, HostPlan],
-    stale: Sequence[tuple[str, Member]],
-    config_aside: Sequence[str],
-    data_aside: Sequence[str],
-    at_join: Sequence[str],
-) -> list[Step]:
+def _steps(inv: Inventory, obs: UpObserved, decided: _Decided) -> list[Step]:
+    plans = decided.plans
     steps: list[Step] = []
     arches = sorted({obs.facts[n].arch for n, p in plans.items() if p.install})
     for arch in arches:
@@ -481,15 +482,15 @@ def _steps(
                 args={"arch": arch},
             )
         )
-    steps += [_aside_step(inv, n, "config", "up") for n in config_aside]
-    steps += [_aside_step(inv, n, "data", "up") for n in data_aside]
+    steps += [_aside_step(inv, n, "config", "up") for n in decided.config_aside]
+    steps += [_aside_step(inv, n, "data", "up") for n in decided.data_aside]
     # A learner-mode bootstrap waits for its one founder: that host installs first, alone.
     founders = [n for n, p in plans.items() if p.membership == "bootstrap"]
     first = founders if len(founders) == 1 else []
     installs = {n: p for n, p in plans.items() if p.install_summary(done=False)}
     steps += [_install_step(n, installs[n], background=False) for n in first if n in installs]
     steps += [_install_step(n, p, background=True) for n, p in installs.items() if n not in first]
-    steps += _membership_steps(inv, obs, plans, stale, at_join)
+    steps += _membership_steps(inv, obs, decided)
     steps += [
         Step("enable", n, f"enable {UNIT} at boot", parallel=True)
         for n, p in plans.items()
