@@ -178,11 +178,15 @@ def _move_comments_on_removal(previous: Container | None, removed: Container, la
 def _insert_after_last_value(table: Table, key: str, value: Any) -> None:
     """Add key = value after the table's last key/value (before comments and sub-tables)."""
     container = table.value
-    last_key = None
-    for item_key, item in container.body:
+    last = None  # index in the body of the last plain value (sub-tables come after)
+    for index, (item_key, item) in enumerate(container.body):
         if item_key is not None and not isinstance(item, Table | AoT):
-            last_key = item_key
-    if last_key is None:
+            last = index
+    if last is None or last + 1 >= len(container.body):
         table[key] = value
-    else:
-        container._insert_after(last_key, key, value)
+        return
+    # tomlkit's only way to insert at a place; its `_insert_after` went in 0.15.3
+    trivia = container.body[last][1].trivia
+    if "\n" not in trivia.trail:
+        trivia.trail += "\n"
+    container._insert_at(last + 1, key, value)
