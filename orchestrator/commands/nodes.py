@@ -128,14 +128,14 @@ def remove_node(
         return show_plan(ctx, plan, as_json=as_json)
     cleaned: list[str] = []
     try:
-        for warning in plan.warnings:
-            ctx.ui.warn(f"remove {name}", warning)
         for noop in plan.noops:
             ctx.ui.info(f"remove {name}", noop.reason)
         execute(ctx, plan, _removal_handlers(ctx, name, cleaned))
     finally:
         if owner is not None:
             release_locks(ctx, owner, [n for n in locked if n not in cleaned])
+    if name not in locked:  # never read, never locked: nothing on it was touched
+        ctx.ui.warn(f"remove {name}", f"{name} is unreachable: its files were left in place")
     return EXIT_OK
 
 
