@@ -3,8 +3,7 @@ and etcd.env with them) and whose CA it trusts, compared with this state dir's C
 judgement (which hosts may hold another cluster, what --force overrides) is pure, in
 `orchestrator.core.identity`, and planners turn it into refusals.
 
-Used by destroy and restore (through their planners), remove-node and replace-node
-(through `gather_identified`)."""
+Used by destroy, restore, remove-node and replace-node, each through its planner."""
 
 from __future__ import annotations
 
@@ -13,15 +12,13 @@ from typing import TYPE_CHECKING
 
 from orchestrator.adapters.lock import new_owner
 from orchestrator.adapters.pki import pem_fingerprints
-from orchestrator.core.errors import SafetyRefusal
 from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_lock import LockOwner
 from orchestrator.core.host_plan import DesiredFile, ca_file, env_file
-from orchestrator.core.identity import IdentityObserved, identity_paths, identity_refusals
+from orchestrator.core.identity import IdentityObserved, identity_paths
 from orchestrator.core.ownership import ca_trust
-from orchestrator.core.plan import Plan
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.hosts import gather_facts, read_facts, release_locks
+from orchestrator.engine.hosts import gather_facts, read_facts
 
 if TYPE_CHECKING:
     pass
@@ -69,39 +66,3 @@ def observe_identity(ctx: RunContext, facts: dict[str, HostFacts]) -> IdentityOb
         for name, f in facts.items()
     }
     return IdentityObserved(facts, trust, ctx.marker(create=False))
-
-
-def gather_identified(
-    ctx: RunContext,
-    command: str,
-    names: list[str],
-    *,
-    force: bool,
-    forced: str,
-    phase: str = "",
-    judged: list[str] | None = None,
-    tolerate_unreachable: bool = False,
-) -> tuple[LockOwner, dict[str, HostFacts]]:
-    """Facts and run locks of `names`, then the identity judgement on `judged` (default:
-    all of them), told here: a SafetyRefusal (the locks let go first), or with `force` a
-    warning. For commands that are not planned yet; a planner calls
-    `core.identity.identity_refusals` on `observe_identity` instead."""
-    owner, facts = lock_and_read(ctx, command, names, tolerate_unreachable=tolerate_unreachable)
-    try:
-        refusals, warnings = identity_refusals(
-            ctx.inv,
-            observe_identity(ctx, facts),
-            command=phase or command,
-            force=force,
-            forced=forced,
-            judged=judged,
-        )
-        for warning in warnings:
-            ctx.ui.warn(phase or command, warning)
-        error: SafetyRefusal | None = Plan(command, refusals=refusals).refusal_error()
-        if error is not None:
-            raise error
-    except BaseException:
-        release_locks(ctx, owner, list(facts))
-        raise
-    return owner, facts
