@@ -6,7 +6,9 @@ Every figure is the median of --runs runs (min and max beside it), with its rati
 matching floor measured on the same hosts in the same run: `up` on 1, 3 and 5 bare hosts in
 both bootstrap modes (tarball cache warm), the no-op `up` on 3 and 5 hosts, `status`,
 `add-node`, a rolling restart of 3 members, `backup` of a ~100 MB cluster, the two floors
-(bench/floors.py) and one parallel `ssh HOST true` to every host. Also: SSH commands and
+(bench/floors.py) and one parallel `ssh HOST true` to every host; then `status`, no-op `up`
+and `backup` with etcd's API through SSH against straight to the port (`--api-paths-only`:
+just those). Also: SSH commands and
 bytes sent per host, and the CLI's peak memory. Writes docs/bench.md and docs/bench.png.
 Wall-clock only: the tests never assert on time.
 """
@@ -66,8 +68,10 @@ class Bench:
         self.figures: dict[str, Figure] = {}
         self.inventory = tmp / "inventory.toml"
 
-    def write_inventory(self, hosts: int) -> None:
+    def write_inventory(self, hosts: int, etcd_api: str = "auto") -> None:
         self.lab.inventory(self.inventory, hosts, release_url=self.mirror)
+        text = self.inventory.read_text()
+        self.inventory.write_text(text.replace("[ssh]\n", f'[ssh]\netcd_api = "{etcd_api}"\n'))
 
     def cli(self, name: str, hosts: int, *args: str, floor: str = "") -> float:
         """Time one CLI run (recorded under `name`)."""
@@ -168,6 +172,27 @@ class Bench:
                 self.cli("backup, ~100 MB", 3, "backup", "-o", str(self.tmp / "backups"))
         self.lab.clean()
 
+    def run_api_paths(self) -> None:
+        """etcd's API through SSH (`ssh.etcd_api = "ssh"`) against straight to the port, on
+        the same 3-member cluster, alternating so that drift hits both alike."""
+        self.write_inventory(3)
+        self.lab.clean()
+        self.cli("up (for API paths)", 3, "up")
+        for label, args in (("status", ("status",)), ("no-op up", ("up",))):
+            for _ in range(self.runs):
+                for path in ("direct", "ssh"):
+                    self.write_inventory(3, path)
+                    floor = "" if path == "direct" else f"{label}, API direct, 3 hosts"
+                    self.cli(f"{label}, API {path}, 3 hosts", 3, *args, floor=floor)
+        self.fill(100)
+        for _ in range(self.runs):
+            for path in ("direct", "ssh"):
+                self.write_inventory(3, path)
+                floor = "" if path == "direct" else "backup ~100 MB, API direct"
+                out = self.tmp / f"backups-{path}"
+                self.cli(f"backup ~100 MB, API {path}", 3, "backup", "-o", str(out), floor=floor)
+        self.lab.clean()
+
     def fill(self, mib: int) -> None:
         """About `mib` MiB of keys in the cluster (values of 64 KiB)."""
         ctx = self.context()
@@ -189,7 +214,7 @@ def report(figures: dict[str, Figure]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for f in figures.values():
-        if f.name in ("warm-up", "up (for add-node)"):
+        if f.name in ("warm-up", "up (for add-node)", "up (for API paths)"):
             continue
         ratio = ""
         if f.floor and f.floor in figures:
@@ -236,6 +261,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-backup", action="store_true")
+    parser.add_argument(
+        "--api-paths-only",
+        action="store_true",
+        help="only etcd's API through SSH against direct (status, no-op up, backup)",
+    )
     args = parser.parse_args()
     lab = Lab()
     lab.up(5)
@@ -244,9 +274,18 @@ def main() -> int:
         serve_mirror(build_mirror(default_mirror_dir())) as url,
     ):
         bench = Bench(lab, url, Path(tmp), args.runs)
-        bench.run(with_backup=not args.no_backup)
+        if not args.api_paths_only:
+            bench.run(with_backup=not args.no_backup)
+        bench.run_api_paths()
     table = report(bench.figures)
     print(table)
+    if args.api_paths_only:
+        (DOCS / "bench-api-paths.md").write_text(
+            "# etcd's API through SSH against direct (python -m bench.run --api-paths-only)\n\n"
+            + table
+            + "\n"
+        )
+        return 0
     DOCS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (DOCS / "bench.md").write_text(

@@ -612,6 +612,28 @@ def restart(
     )
 
 
+@app.command()
+def etcdctl(
+    args: list[str] = typer.Argument(
+        None, metavar="-- ARGS...", help="etcdctl's arguments, after `--`."
+    ),
+    host: str | None = typer.Option(
+        None, "--host", help="Member to run it on \\[default: the leader]."
+    ),
+    inventory: Path | None = INVENTORY_OPT,
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Run etcdctl on a member through SSH, with that host's certs and its own member as the
+    endpoint: no certs or open port needed here. Output streams; exits with etcdctl's code.
+
+    Example: etcd-deploy etcdctl -- endpoint status --cluster -w table
+    """
+    from orchestrator.commands.etcdctl import run_etcdctl
+
+    _run(inventory, verbose, log_format, lambda ctx: run_etcdctl(ctx, host, args or []))
+
+
 certs_app = typer.Typer(help="Certificates: check expiry, renew leaves, rotate the CA.")
 app.add_typer(certs_app, name="certs")
 

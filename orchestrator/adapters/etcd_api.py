@@ -3,6 +3,8 @@ leadership. Returns our own small types; IDs are ints here (decimal strings on t
 
 The control machine talks to each member's client URL with its own client cert
 (`etcd-deploy-client`, O=system:masters) and verifies the server against the cluster CA.
+How the bytes get there (straight, or through SSH) is the `network` given: an httpcore
+network backend (`member_links.MemberLinks`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import httpcore
 import httpx
 
 from orchestrator.core.cluster_view import Member, MemberStatus
@@ -64,12 +67,24 @@ class EtcdClient:
     """A client for one cluster; each call names the endpoint or tries them in order."""
 
     def __init__(
-        self, endpoints: list[str], *, ca: Path, cert: Path, key: Path, timeout: float = 5.0
+        self,
+        endpoints: list[str],
+        *,
+        ca: Path,
+        cert: Path,
+        key: Path,
+        timeout: float = 5.0,
+        network: httpcore.NetworkBackend | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
         context = ssl.create_default_context(cafile=str(ca))
         context.load_cert_chain(str(cert), str(key))
-        self._http = httpx.Client(verify=context, timeout=timeout)
+        transport = httpx.HTTPTransport(verify=context)
+        if network is not None:
+            # httpx takes no network backend of its own: its transport's pool is replaced
+            # by one that has ours (same TLS context; httpx is pinned below 0.29).
+            transport._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=network)
+        self._http = httpx.Client(transport=transport, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

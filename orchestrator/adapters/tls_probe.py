@@ -1,17 +1,26 @@
-"""What certificate a member actually serves on a port (read with a TLS handshake)."""
+"""What certificate a member actually serves on a port (read with a TLS handshake), over
+the run's way to members' ports (`member_links`: straight, or through SSH)."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 from pathlib import Path
 
+import httpcore
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from orchestrator.adapters.channel_stream import peer_certificate
+
 
 def served_certificate(
-    address: str, port: int, *, client_cert: Path, client_key: Path, timeout: float = 5.0
+    network: httpcore.NetworkBackend,
+    address: str,
+    port: int,
+    *,
+    client_cert: Path,
+    client_key: Path,
+    timeout: float = 5.0,
 ) -> bytes:
     """The PEM of the leaf certificate served at address:port.
 
@@ -23,12 +32,13 @@ def served_certificate(
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.load_cert_chain(str(client_cert), str(client_key))
-    host = address.strip("[]")
-    with (
-        socket.create_connection((host, port), timeout=timeout) as sock,
-        context.wrap_socket(sock, server_hostname=None) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    if not der:
-        raise ssl.SSLError(f"{address}:{port} served no certificate")
+    try:
+        stream = network.connect_tcp(address.strip("[]"), port, timeout=timeout)
+        try:
+            tls = stream.start_tls(context, server_hostname=None, timeout=timeout)
+            der = peer_certificate(tls)
+        finally:
+            stream.close()
+    except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+        raise OSError(f"{address}:{port}: {exc}") from None
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)

@@ -24,12 +24,26 @@ import paramiko
 # fabric ships no type information and no stub package exists for it (paramiko's: types-paramiko).
 from fabric import Config, Connection  # type: ignore[import-untyped]
 
-from orchestrator.core.errors import PreflightError, TransportError
-from orchestrator.core.inventory import Host, Inventory, jump_host_address
+from orchestrator.adapters.ssh_config import check_local_ssh_files
+from orchestrator.core.errors import TransportError
+from orchestrator.core.inventory import Host, Inventory
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10
 CHUNK = 256 * 1024
+# Channels to etcd's ports: a window larger than paramiko's 2 MiB default keeps a snapshot
+# stream flowing while this side decrypts (measured in bench/).
+TUNNEL_WINDOW = 16 * 1024 * 1024
+TUNNEL_PACKET = 32 * 1024
+_OPEN_ADMINISTRATIVELY_PROHIBITED = 1  # RFC 4254 section 5.1
+
+
+class TunnelRefused(ConnectionRefusedError):
+    """Nothing accepted a tunnelled connection on the host's side (the port is closed there)."""
+
+
+class TunnelForbidden(TransportError):
+    """sshd refuses to open TCP channels for us (AllowTcpForwarding no, PermitOpen)."""
 
 
 class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
@@ -173,6 +187,42 @@ class HostConnection:
         if conn is not None:
             conn.close()
 
+    def tunnel(self, address: str, port: int, timeout: float) -> paramiko.Channel:
+        """A TCP connection from the host to address:port, carried by this SSH connection
+        (a direct-tcpip channel, what `ssh -L` uses: nothing runs on the host for it).
+
+        Raises TunnelRefused when nothing accepts the connection on the host's side,
+        TransportError when SSH itself fails or sshd forbids forwarding."""
+        self.open()
+        conn = self._conn
+        transport = conn.client.get_transport() if conn is not None else None
+        if transport is None or not transport.is_active():
+            self.close()
+            raise TransportError(self.name, f"SSH connection to {self._target()} was lost")
+        try:
+            return transport.open_channel(
+                "direct-tcpip",
+                (address.strip("[]"), port),
+                ("127.0.0.1", 0),
+                window_size=TUNNEL_WINDOW,
+                max_packet_size=TUNNEL_PACKET,
+                timeout=timeout,
+            )
+        except paramiko.ChannelException as exc:
+            if exc.code == _OPEN_ADMINISTRATIVELY_PROHIBITED:
+                raise TunnelForbidden(
+                    self.name,
+                    f"sshd on {self.host.address} refuses TCP forwarding (AllowTcpForwarding "
+                    f"or PermitOpen), which etcd's API through SSH needs: allow it for "
+                    f'{self.host.ssh_user}, or set ssh.etcd_api = "direct"',
+                ) from None
+            raise TunnelRefused(f"{address}:{port} on {self.name}: {exc.text}") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.close()
+            raise TransportError(
+                self.name, f"SSH channel to {address}:{port} failed: {exc or type(exc).__name__}"
+            ) from None
+
     def wrap(self, script: str) -> str:
         """The command line for a shell script, under sudo when the inventory asks for it."""
         shell = "sh -c " + shlex.quote(script)
@@ -221,13 +271,37 @@ class HostConnection:
             raise TransportError(self.name, f"`{first}` exited {code}: {detail}")
         return result
 
+    def stream(
+        self,
+        script: str,
+        sinks: tuple[Callable[[bytes], object], Callable[[bytes], object]],
+        *,
+        timeout: float = 24 * 3600,
+    ) -> int:
+        """Run a script whose output goes to `sinks` (stdout's, stderr's) as it comes, for an
+        operator's command; returns its exit code."""
+        self.open()
+        self.log(f"$ {script.strip()}")
+        self.counters.commands += 1
+        try:
+            code, _, _ = self._exec(self.wrap(script), None, timeout, None, sinks)
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+            self.close()
+            raise TransportError(
+                self.name, f"command broke off ({exc.__class__.__name__}: {exc})"
+            ) from None
+        return code
+
     def _exec(
         self,
         command: str,
         parts: list[bytes] | None,
         timeout: float,
         progress: Callable[[int, int], None] | None,
+        sinks: tuple[Callable[[bytes], object], Callable[[bytes], object]] | None = None,
     ) -> tuple[int, bytes, bytes]:
+        """Run `command` in a channel; stdout and stderr are collected, or handed to `sinks`
+        (stdout's, stderr's) as they arrive (then the returned bytes are empty)."""
         conn = self._conn  # another thread may close it meanwhile: then EOFError, as for a cut
         if conn is None:
             raise EOFError("connection closed")
@@ -238,6 +312,7 @@ class HostConnection:
         chan.settimeout(timeout)
         chan.exec_command(command)
         out, err = bytearray(), bytearray()
+        to_out, to_err = sinks or (out.extend, err.extend)
         total, sent = sum(len(p) for p in parts or []), 0
         for part in parts or []:
             for start in range(0, len(part), CHUNK):
@@ -248,9 +323,9 @@ class HostConnection:
                 if progress:
                     progress(sent, total)
                 while chan.recv_ready():
-                    out += chan.recv(CHUNK)
+                    to_out(chan.recv(CHUNK))
                 while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(CHUNK)
+                    to_err(chan.recv_stderr(CHUNK))
         chan.shutdown_write()
         deadline = time.monotonic() + timeout
         # sshd may send the exit status before the last output: done only once the output's
@@ -258,9 +333,9 @@ class HostConnection:
         while True:
             finished = chan.exit_status_ready() and (chan.eof_received or chan.closed)
             if chan.recv_ready():
-                out += chan.recv(CHUNK)
+                to_out(chan.recv(CHUNK))
             elif chan.recv_stderr_ready():
-                err += chan.recv_stderr(CHUNK)
+                to_err(chan.recv_stderr(CHUNK))
             elif finished:  # read before the buffers were checked: nothing can follow
                 break
             elif time.monotonic() > deadline:
@@ -273,64 +348,6 @@ class HostConnection:
         code = chan.recv_exit_status()
         chan.close()
         return code, bytes(out), bytes(err)
-
-
-def _check_local_ssh_files(inv: Inventory) -> None:
-    """Read known_hosts and ssh_config once, before any connection: a broken file is one
-    clear error naming it, not one per host."""
-    ssh = inv.ssh
-    # paramiko raises assorted types for a bad line (SSHException, binascii errors...).
-    try:
-        if ssh.known_hosts.exists():
-            paramiko.HostKeys(str(ssh.known_hosts))
-    except Exception as exc:
-        raise PreflightError(f"{ssh.known_hosts}: unreadable known_hosts file: {exc}") from None
-    targets = [h.address for h in inv.hosts]
-    if ssh.jump_host:
-        targets.append(jump_host_address(ssh.jump_host))
-    for path in _ssh_config_paths(inv):
-        try:
-            text = path.read_text()
-            _refuse_match_exec(path, text)
-            config = paramiko.SSHConfig.from_text(text)
-            for target in targets:
-                proxy = config.lookup(target).get("proxycommand", "none")
-                if proxy.lower() != "none":
-                    raise PreflightError(
-                        f"{path}: a ProxyCommand applies to {target}: etcd-deploy does not run "
-                        "proxy commands (one that fails leaves SSH spinning); use "
-                        "ssh.jump_host in the inventory, or ssh.config_file naming an "
-                        "ssh_config without it"
-                    )
-        except PreflightError:
-            raise
-        except Exception as exc:
-            raise PreflightError(f"{path}: unreadable ssh_config: {exc}") from None
-
-
-_USER_SSH_CONFIG = "~/.ssh/config"
-_SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
-
-
-def _ssh_config_paths(inv: Inventory) -> list[Path]:
-    """The ssh_config files fabric reads: ssh.config_file, else ~/.ssh/config and the
-    system one (those that exist)."""
-    if inv.ssh.config_file:
-        return [inv.ssh.config_file]
-    paths = (Path(_USER_SSH_CONFIG).expanduser(), Path(_SYSTEM_SSH_CONFIG))
-    return [p for p in paths if p.is_file()]
-
-
-def _refuse_match_exec(path: Path, text: str) -> None:
-    """`Match exec` runs a local command on every host lookup: refused."""
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.replace("=", " ").lower().split()
-        if words[:1] == ["match"] and "exec" in words[1:]:
-            raise PreflightError(
-                f"{path} line {number}: 'Match exec' runs a command on every host lookup; "
-                "etcd-deploy refuses it: remove it, or set ssh.config_file to an ssh_config "
-                "without it"
-            )
 
 
 @dataclass
@@ -349,7 +366,7 @@ class Pool:
 
     def __init__(self, inv: Inventory, log: Callable[[str, str], None]) -> None:
         self.inv = inv
-        _check_local_ssh_files(inv)
+        check_local_ssh_files(inv)
         self.connections = {
             h.name: HostConnection(inv, h, log=functools.partial(log, h.name)) for h in inv.hosts
         }

@@ -147,7 +147,11 @@ def collect_cert_rows(ctx: RunContext, warn_days: float) -> list[CertRow]:
         ):
             try:
                 pem = served_certificate(
-                    host.etcd_address, port, client_cert=client_cert, client_key=client_key
+                    ctx.links(),
+                    host.etcd_address,
+                    port,
+                    client_cert=client_cert,
+                    client_key=client_key,
                 ).decode()
             except OSError as exc:
                 rows.append(CertRow(host.name, source, kind, "", None, "", "-", f"no TLS: {exc}"))
@@ -207,6 +211,7 @@ def prove_served(ctx: RunContext, host: Host, kinds: dict[str, str]) -> None:
         while True:
             try:
                 pem = served_certificate(
+                    ctx.links(),
                     host.etcd_address,
                     ports[kind],
                     client_cert=client_cert,

@@ -1,6 +1,8 @@
 """`status`: one row per inventory host (and per member the inventory does not know).
 
-Reads only etcd's API and the local certs: no SSH, so it stays fast and works from CI.
+Reads only etcd's API and the local certs. SSH only when etcd's API goes through it
+(`ssh.etcd_api`: behind a jump host, or when a member's port is closed to this machine), so
+a row says "down" only when etcd itself does not answer on its host.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from orchestrator.adapters.etcd_api import EtcdApiError
 from orchestrator.adapters.pki import cert_info
 from orchestrator.commands.backup import host_backups, schedule_installed
 from orchestrator.core.cluster_view import ClusterView
+from orchestrator.core.errors import EtcdPortBlocked
 from orchestrator.core.units import human_size
 from orchestrator.engine.cluster import observe
 from orchestrator.engine.context import RunContext
@@ -21,7 +24,7 @@ class MemberRow:
     name: str
     address: str
     id: str
-    role: str  # leader | follower | learner | down | not a member
+    role: str  # leader | follower | learner | down | not a member | unknown
     version: str
     db_size: int
     db_in_use: int
@@ -44,11 +47,14 @@ def _cert_days(ctx: RunContext, host_name: str) -> float | None:
 
 def collect(ctx: RunContext) -> tuple[list[MemberRow], bool, str]:
     """Rows, whether the cluster is healthy, and a one-line summary."""
+    blocked = ""
     try:
         view: ClusterView | None = observe(ctx.client())
     except EtcdApiError as exc:
         view = None
         reason = exc.reason
+    except EtcdPortBlocked as exc:  # ssh.etcd_api = "direct" and a port closed to us
+        view, reason, blocked = None, str(exc), str(exc)
     rows = []
     known_urls = set()
     for host in ctx.inv.hosts:
@@ -68,6 +74,10 @@ def collect(ctx: RunContext) -> tuple[list[MemberRow], bool, str]:
             newest.setdefault(backup.where, backup.taken_at.strftime("%Y-%m-%d %H:%M:%S"))
         for row in rows:
             row.last_backup = newest.get(row.name, "none")
+    if blocked:
+        for row in rows:
+            row.role, row.health = "unknown", "unreachable from this machine"
+        return rows, False, blocked
     if view is None:
         return rows, False, f"no member answers ({reason})"
     healthy = view.healthy and all(r.role != "not a member" for r in rows)

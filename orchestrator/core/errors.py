@@ -34,6 +34,11 @@ class PreflightError(EtcdDeployError):
     exit_code = 3
 
 
+class EtcdPortBlocked(PreflightError):
+    """A member's port cannot be reached from this machine and `ssh.etcd_api` forbids going
+    through SSH: the message names the port and the setting."""
+
+
 class TransportError(EtcdDeployError):
     """SSH to a host failed (unreachable, host key refused, command failed)."""
 

@@ -35,6 +35,7 @@ class SSHSettings:
     jump_host: str | None = None
     host_key_check: str = "strict"
     config_file: Path | None = None
+    etcd_api: str = "auto"  # how etcd's API is reached: auto | direct | ssh (core.api_route)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.api_route import API_SETTINGS
 from orchestrator.core.errors import InventoryError
 from orchestrator.core.inventory import DEFAULT_RELEASE_URL
 from orchestrator.core.inventory_values import (
@@ -91,6 +92,7 @@ _SSH: dict[str, Key] = {
     "jump_host": Key("str", None, check_jump_host),
     "host_key_check": Key("str", "strict", one_of("strict", "accept-new")),
     "config_file": Key("str", None, check_local_path),
+    "etcd_api": Key("str", "auto", one_of(*API_SETTINGS)),
 }
 
 _HOST: dict[str, Key] = {

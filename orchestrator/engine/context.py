@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 from orchestrator.adapters.etcd_api import EtcdClient
 from orchestrator.adapters.inventory_file import load_inventory
 from orchestrator.adapters.lock import LeaseRefresher, StateLock
+from orchestrator.adapters.member_links import MemberLinks
 from orchestrator.adapters.pki import LocalPKI
+from orchestrator.adapters.ssh_config import behind_jump_host
 from orchestrator.core.host_lock import LockOwner
 from orchestrator.core.inventory import Host, Inventory
 from orchestrator.core.ownership import Marker
@@ -28,6 +30,7 @@ class RunContext:
         self.pki = LocalPKI(inv.cluster.state_dir, inv.cluster.name)
         self._pool: Pool | None = None
         self._client: EtcdClient | None = None
+        self._links: MemberLinks | None = None
         self._state_lock = StateLock(inv.cluster.state_dir)
         self._pool_mutex = threading.Lock()  # the lease refresher's thread reads the pool too
         self.leases: LeaseRefresher | None = None  # renews the host locks (workflows.hosts)
@@ -64,6 +67,7 @@ class RunContext:
         """Read the inventory file again (after this run edited it), or take `inv` (a dry
         run's edit, never written); the state lock stays."""
         self._close_connections()
+        self._links = None
         self.inv = inv or load_inventory(self.inv.path)
         self.pki = LocalPKI(self.inv.cluster.state_dir, self.inv.cluster.name)
 
@@ -76,9 +80,25 @@ class RunContext:
             self.pki.require_ca()
             cert, key = self.pki.ensure_client_cert(self.inv.cluster.cert_days)
             self._client = EtcdClient(
-                list(self.inv.client_urls()), ca=self.pki.trust_path(), cert=cert, key=key
+                list(self.inv.client_urls()),
+                ca=self.pki.trust_path(),
+                cert=cert,
+                key=key,
+                network=self.links(),
             )
         return self._client
+
+    def links(self) -> MemberLinks:
+        """How this run reaches members' ports (`ssh.etcd_api`): one per client, so a
+        fall-back to SSH lasts for the rest of the run."""
+        if self._links is None:
+            self._links = MemberLinks(
+                self.inv,
+                conn=self.conn,
+                info=lambda m: self.ui.info("etcd-api", m),
+                behind_jump_host=lambda: behind_jump_host(self.inv),
+            )
+        return self._links
 
     def reset_client(self) -> None:
         """Drop the etcd client (after the local CA or client cert changed)."""

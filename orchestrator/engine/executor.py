@@ -139,6 +139,8 @@ def execute(ctx: RunContext, plan: Plan, handlers: Mapping[str, Handler]) -> lis
     refused = plan.refusal_error()
     if refused is not None:
         raise refused
+    if plan.steps:
+        ctx.links().preflight()  # ssh.etcd_api = "direct": a port closed to us stops it here
     run = Execution(ctx, handlers)
     steps = list(plan.steps)
     i = 0

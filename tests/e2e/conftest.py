@@ -1,9 +1,15 @@
-"""E2E fixtures: the lab is brought up once per session; every test gets clean hosts."""
+"""E2E fixtures: the lab is brought up once per session; every test gets clean hosts.
+
+The bastion topology (`make_bastion_cli`): the CLI runs in the control namespace, which
+reaches only the bastion's SSH port, with its own release mirror on the namespace's loopback.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -15,7 +21,9 @@ from typing import ClassVar
 import pytest
 
 from tests.e2e.load import LoadReport
-from tests.lab.driver import Lab
+from tests.lab.control_ns import ControlNamespace
+from tests.lab.driver import BASTION, REPO, Lab
+from tests.lab.mirror import build_mirror, default_mirror_dir
 
 
 @pytest.fixture(scope="session")
@@ -31,19 +39,76 @@ def release_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("xdg-cache")
 
 
+@pytest.fixture(scope="session")
+def control_ns(lab: Lab) -> ControlNamespace:
+    """The control namespace (bastion topology), up for the session; `Lab.down` removes it."""
+    namespace = ControlNamespace()
+    namespace.up()
+    return namespace
+
+
+@pytest.fixture(scope="session")
+def control_mirror(
+    control_ns: ControlNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Base URL of a release mirror served inside the control namespace.
+
+    The CLI there sees only the namespace's own loopback, so the session's `release_mirror`
+    (a thread of this process, in the root namespace) is out of its reach: the same mirror
+    folder is served by a second process started in the namespace.
+    """
+    root = build_mirror(default_mirror_dir())
+    serve = [sys.executable, "-m", "tests.lab.mirror", "serve", "--no-build", "--port", "0"]
+    log = tmp_path_factory.mktemp("control-mirror") / "stderr.log"
+    with open(log, "wb") as stderr:  # a file: handler tracebacks must never fill a pipe
+        proc = subprocess.Popen(
+            [*control_ns.prefix(), *serve, str(root)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+    try:
+        yield _served_url(proc, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _served_url(proc: subprocess.Popen[str], log: Path, timeout: float = 30) -> str:
+    """The URL from the mirror's "serving DIR at URL" line (its first line of output)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    match = re.search(r" at (http://127\.0\.0\.1:\d+)", line)
+    if not match:
+        raise RuntimeError(f"mirror in the control namespace did not start: {line!r}; see {log}")
+    return match.group(1)
+
+
 @dataclass
 class Cli:
-    """Runs the real `etcd-deploy` command line against an inventory."""
+    """Runs the real `etcd-deploy` command line against an inventory.
+
+    `prefix` is put before the command, e.g. `ip netns exec etcdlab-ctl` to run it in the
+    control namespace (the environment passes through it).
+    """
 
     inventory: Path
     env: dict[str, str]
+    prefix: tuple[str, ...] = ()
 
     def __call__(
         self, *args: str, check: bool = False, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "orchestrator", *args]
         if "-i" not in args and args and args[0] not in ("--help", "--version"):
-            command += ["-i", str(self.inventory)]
+            args = _with_inventory(args, self.inventory)
+        command = [*self.prefix, sys.executable, "-m", "orchestrator", *args]
         proc = subprocess.run(
             command,
             capture_output=True,
@@ -61,7 +126,8 @@ class Cli:
     ) -> tuple[int, str]:
         """Run the CLI, calling `react(line, process)` on each stderr line as it comes (to
         kill it or inject a fault at a given moment). Returns the exit code and stderr."""
-        command = [sys.executable, "-m", "orchestrator", *args, "-i", str(self.inventory)]
+        cli = [sys.executable, "-m", "orchestrator"]
+        command = [*self.prefix, *cli, *_with_inventory(args, self.inventory)]
         proc = subprocess.Popen(
             command, stderr=subprocess.PIPE, text=True, env=self.env, stdin=subprocess.DEVNULL
         )
@@ -87,6 +153,13 @@ class Cli:
         return json.loads(proc.stdout)
 
 
+def _with_inventory(args: tuple[str, ...], inventory: Path) -> tuple[str, ...]:
+    """`-i INVENTORY` added to the CLI's own options: before a `--` (what follows it is
+    another program's, as in `etcdctl -- ARGS`)."""
+    at = args.index("--") if "--" in args else len(args)
+    return (*args[:at], "-i", str(inventory), *args[at:])
+
+
 @pytest.fixture
 def make_cli(
     lab: Lab, release_mirror: str, release_cache: Path, tmp_path: Path
@@ -105,6 +178,43 @@ def make_cli(
             extra=extra,
         )
         return Cli(inventory, env)
+
+    yield make
+
+
+@pytest.fixture
+def make_bastion_cli(
+    lab: Lab,
+    control_ns: ControlNamespace,
+    control_mirror: str,
+    release_cache: Path,
+    tmp_path: Path,
+) -> Iterator[Callable[..., Cli]]:
+    """`make_bastion_cli(hosts=3, version=..., extra=..., api=None)` -> a Cli on clean lab
+    hosts that runs in the control namespace and reaches them through the bastion only.
+
+    `api`, when given, is written as `etcd_api = "<api>"` in [ssh] (how the CLI reaches
+    etcd's client port from behind the bastion; the CLI validates it, not this fixture).
+    """
+    lab.clean()
+    env = dict(os.environ, XDG_CACHE_HOME=str(release_cache), COLUMNS="200")
+    env.pop("ETCD_DEPLOY_INVENTORY", None)
+
+    def make(
+        hosts: int = 3, version: str = "3.5.1", extra: str = "", api: str | None = None
+    ) -> Cli:
+        inventory = lab.inventory(
+            tmp_path / "inventory.toml",
+            hosts,
+            version=version,
+            release_url=control_mirror,
+            extra=extra,
+            jump_host=BASTION.name,
+        )
+        if api is not None:
+            text = inventory.read_text().replace("[ssh]\n", f'[ssh]\netcd_api = "{api}"\n', 1)
+            inventory.write_text(text)
+        return Cli(inventory, env, tuple(control_ns.prefix()))
 
     yield make
 

@@ -8,6 +8,7 @@ import json
 import ssl
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 from cryptography import x509
@@ -166,6 +167,7 @@ def test_rotate_ca_under_load_leaves_no_trace_of_the_old_ca(make_cli, lab: Lab, 
     for name in THREE:  # what each member serves verifies against the new CA only
         for port in (2379, 2380):
             pem = served_certificate(
+                httpcore.SyncBackend(),
                 HOSTS[name],
                 port,
                 client_cert=pki / "etcd-deploy-client.crt",

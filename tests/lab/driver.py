@@ -1,4 +1,6 @@
-"""The test lab: five Debian 12 hosts (systemd + sshd, no Python) under Docker Compose.
+"""The test lab: five Debian 12 hosts (systemd + sshd, no Python) under Docker Compose,
+plus a bastion host (same image, never runs etcd) for the bastion topology
+(tests/lab/control_ns.py).
 
 Usable from the shell (`python -m tests.lab up 3`) and from pytest (`Lab().up(3)`).
 Everything it touches is on this machine: the lab subnet below, reached through the
@@ -22,7 +24,7 @@ COMPOSE_FILE = REPO / "docker-compose.test.yml"
 IMAGE_DIR = Path(__file__).resolve().parent / "image"
 PROJECT = "etcd-deploy-lab"
 SUBNET = ipaddress.ip_network("172.29.50.0/24")
-HOSTS = {f"etcd{i}": f"172.29.50.{10 + i}" for i in range(1, 6)}
+HOSTS = {f"etcd{i}": f"172.29.50.{10 + i}" for i in range(1, 6)}  # the etcd hosts only
 ROOTFS_IMAGE = "etcd-deploy-lab-rootfs:bookworm"
 IMAGE = "etcd-deploy-lab:bookworm"
 CACHE_DIR = Path(os.environ.get("ETCD_DEPLOY_LAB_CACHE", "/var/cache/etcd-deploy-lab"))
@@ -84,6 +86,12 @@ class LabHost:
         return f"{PROJECT}-{self.name}"
 
 
+# The jump host of the bastion topology: always up with the lab, never in HOSTS (tests
+# iterate HOSTS as "the etcd hosts"), reachable like any host (exec, ssh, known_hosts).
+BASTION = LabHost("bastion", "172.29.50.30")
+ALL_HOSTS = {**HOSTS, BASTION.name: BASTION.address}
+
+
 class Lab:
     """The lab on this machine. `run_dir` holds the per-lab client key and known_hosts."""
 
@@ -91,6 +99,7 @@ class Lab:
         self.run_dir = Path(run_dir or os.environ.get("ETCD_DEPLOY_LAB_DIR", REPO / ".lab"))
         self.key = self.run_dir / "id_ed25519"
         self.known_hosts = self.run_dir / "known_hosts"
+        self.ssh_config = self.run_dir / "ssh_config"
 
     # -- setup ---------------------------------------------------------------------------
     def hosts(self, count: int = 5) -> list[LabHost]:
@@ -99,9 +108,10 @@ class Lab:
         return [LabHost(n, a) for n, a in list(HOSTS.items())[:count]]
 
     def host(self, name: str) -> LabHost:
-        if name not in HOSTS:
-            raise LabError(f"no lab host {name!r} (hosts: {', '.join(HOSTS)})")
-        return LabHost(name, HOSTS[name])
+        """An etcd host or the bastion, by name."""
+        if name not in ALL_HOSTS:
+            raise LabError(f"no lab host {name!r} (hosts: {', '.join(ALL_HOSTS)})")
+        return LabHost(name, ALL_HOSTS[name])
 
     def ensure_tools(self) -> None:
         """Install docker.io, docker-compose and debootstrap if missing; start dockerd."""
@@ -201,23 +211,25 @@ class Lab:
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(self, count: int = 5) -> list[LabHost]:
-        """Bring up `count` hosts (idempotent: running hosts and the image are reused)."""
+        """Bring up `count` etcd hosts and the bastion (idempotent: running hosts and the
+        image are reused); return the etcd hosts."""
         hosts = self.hosts(count)
+        machines = [*hosts, BASTION]
         self.ensure_tools()
         self.guard_route()
         self.ensure_image()
         if self.ensure_client_key():
             self._remove_hosts()  # running hosts hold the old key's file: make them again
         self._remove_foreign_hosts()
-        self._compose("up", "-d", "--no-recreate", *[h.name for h in hosts])
-        for h in hosts:
+        self._compose("up", "-d", "--no-recreate", *[h.name for h in machines])
+        for h in machines:
             self.start(h.name)  # a host stopped by a fault helper comes back too
-        self.wait_ready(hosts)
+        self.wait_ready(machines)
         self.write_known_hosts()
         return hosts
 
     def _remove_hosts(self) -> None:
-        for name in HOSTS:
+        for name in ALL_HOSTS:
             _run(["docker", "rm", "-f", self.host(name).container], check=False)
 
     def _remove_foreign_hosts(self) -> None:
@@ -229,7 +241,7 @@ class Lab:
             '{{.Image}} {{range .Mounts}}{{if eq .Destination "/etc/ssh/lab_authorized_keys"}}'
             "{{.Source}}{{end}}{{end}}"
         )
-        for name in HOSTS:
+        for name in ALL_HOSTS:
             container = self.host(name).container
             proc = _run(["docker", "inspect", "-f", template, container], check=False)
             if proc.returncode != 0:
@@ -238,7 +250,11 @@ class Lab:
                 _run(["docker", "rm", "-f", container])
 
     def down(self) -> None:
-        """Remove containers and the lab network; the guard route stays."""
+        """Remove the control namespace, containers and the lab network; the guard route
+        stays. The namespace goes first: its veth is a port of the lab's bridge."""
+        from tests.lab.control_ns import ControlNamespace  # it imports this module
+
+        ControlNamespace().down()
         if shutil.which("docker-compose") and _run(["docker", "info"], check=False).returncode == 0:
             self._compose("down", "--remove-orphans", "--timeout", "5")
         self.guard_route()
@@ -301,8 +317,11 @@ class Lab:
         return self.known_hosts
 
     def clean(self, hosts: Iterable[LabHost] | None = None) -> None:
-        """Bring hosts back to bare: running, unfrozen, connected, no etcd-deploy footprint."""
+        """Bring hosts back to bare: running, unfrozen, connected, no etcd-deploy footprint.
+        The bastion is always included: a test may have stopped, frozen or cut it."""
         targets = list(hosts) if hosts is not None else self.hosts()
+        if BASTION not in targets:
+            targets.append(BASTION)
         existing = {name for name, _, _ in self.status()}
         for h in targets:
             if h.name not in existing:
@@ -341,6 +360,38 @@ class Lab:
             *command,
         ]
 
+    def jump_ssh_command(self, name: str, *command: str, via: str = BASTION.name) -> list[str]:
+        """The ssh command line that reaches a host through a jump host (`ssh -J`), strict
+        host keys on both hops. Options go in an ssh_config file (`-F`), because ssh passes
+        `-F` on to the jump hop but applies `-i`/`-o` to the last hop only."""
+        host, jump = self.host(name), self.host(via)
+        _check_lab_address(host.address)
+        _check_lab_address(jump.address)
+        return [
+            "ssh",
+            "-F",
+            str(self.write_ssh_config()),
+            "-J",
+            f"root@{jump.address}",
+            f"root@{host.address}",
+            *command,
+        ]
+
+    def write_ssh_config(self) -> Path:
+        """An ssh_config with the lab's key and known_hosts for every host (and every hop)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ssh_config.write_text(
+            "# The lab's client settings (written by tests/lab/driver.py).\n"
+            "Host *\n"
+            f"  IdentityFile {self.key}\n"
+            "  IdentitiesOnly yes\n"
+            "  BatchMode yes\n"
+            "  StrictHostKeyChecking yes\n"
+            f"  UserKnownHostsFile {self.known_hosts}\n"
+            "  ConnectTimeout 5\n"
+        )
+        return self.ssh_config
+
     def ssh(self, name: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run(self.ssh_command(name, *command), check=check, timeout=120)
 
@@ -353,22 +404,35 @@ class Lab:
         release_url: str = "",
         cluster: str = "lab",
         extra: str = "",
+        jump_host: str | None = None,
     ) -> Path:
-        """Write a ready inventory for the first `count` hosts (known_hosts refreshed first)."""
+        """Write a ready inventory for the first `count` hosts (known_hosts refreshed first).
+
+        `jump_host`: the host every SSH connection goes through, written to [ssh]: a lab
+        host's name (`"bastion"` gives `root@172.29.50.30`) or `[user@]address` as is.
+        """
         self.write_known_hosts()
         release = f'release_url = "{release_url}"\n' if release_url else ""
+        jump = f'jump_host = "{self._jump_spec(jump_host)}"\n' if jump_host else ""
         text = (
             "# Inventory for the etcd-deploy test lab "
             "(written by `python -m tests.lab inventory`).\n"
             f'[cluster]\nname = "{cluster}"\netcd_version = "{version}"\n{release}{extra}\n'
             f'[ssh]\nuser = "root"\nidentity_file = "{self.key}"\n'
-            f'known_hosts = "{self.known_hosts}"\n'
+            f'known_hosts = "{self.known_hosts}"\n{jump}'
         )
         for h in self.hosts(count):
             text += f'\n[[hosts]]\nname = "{h.name}"\naddress = "{h.address}"\n'
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return path
+
+    def _jump_spec(self, jump_host: str) -> str:
+        """`root@ADDRESS` for a lab host's name, else the `[user@]address` given (checked)."""
+        if jump_host in ALL_HOSTS:
+            jump_host = f"root@{ALL_HOSTS[jump_host]}"
+        _check_lab_address(jump_host.rpartition("@")[2])
+        return jump_host
 
     # -- faults ----------------------------------------------------------------------------
     def stop(self, name: str) -> None:
@@ -401,24 +465,28 @@ class Lab:
             _run(["docker", "unpause", host.container])
 
     def cut(self, name: str) -> None:
-        """Cut a host off from the other lab hosts (the control machine still reaches it)."""
+        """Cut a host off from the etcd hosts (the control machine still reaches it).
+        Cutting the bastion leaves it reachable from the control side, but not the etcd hosts.
+        """
         running = {h.name for h in self.running()}
+        own = self.host(name).address
         for other, address in HOSTS.items():
             if other == name:
                 continue
             _check_lab_address(address)
             self.exec(name, f"ip route replace blackhole {address}/32")
             if other in running:
-                self.exec(other, f"ip route replace blackhole {HOSTS[name]}/32")
+                self.exec(other, f"ip route replace blackhole {own}/32")
 
     def heal(self, name: str) -> None:
         running = {h.name for h in self.running()}
+        own = self.host(name).address
         for other, address in HOSTS.items():
             if other == name:
                 continue
             self.exec(name, f"ip route del blackhole {address}/32", check=False)
             if other in running:
-                self.exec(other, f"ip route del blackhole {HOSTS[name]}/32", check=False)
+                self.exec(other, f"ip route del blackhole {own}/32", check=False)
 
 
 def _debian_mirror() -> str:

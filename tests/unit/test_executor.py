@@ -64,10 +64,20 @@ class Recorder:
         self.out.append(repr(data))
 
 
+class NoPreflight:
+    """Member links whose preflight passes ("auto": no port is probed)."""
+
+    def preflight(self) -> None:
+        pass
+
+
 @dataclass
 class Ctx:
     ui: Recorder = field(default_factory=Recorder)
     pool: ThreadPool = field(default_factory=ThreadPool)
+
+    def links(self) -> NoPreflight:
+        return NoPreflight()
 
 
 def run(plan: Plan, **handlers: Callable[[Step, Execution], Any]) -> tuple[Ctx, list[Step]]:
