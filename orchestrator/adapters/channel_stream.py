@@ -8,16 +8,19 @@ as a socket's, with the records carried by the channel.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpcore
 import paramiko
 
 T = TypeVar("T")
-TLS_RECORD = 16384
+# Read what the channel holds, up to this much: paramiko deletes each read from the front of
+# its buffer (a memmove of what stays), so small reads from a full window cost O(n) each.
+RECV_BYTES = 4 * 1024 * 1024
 _READ_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
@@ -29,21 +32,13 @@ class ChannelStream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self.channel.settimeout(timeout)
-        try:
+        with _as_httpcore(httpcore.ReadTimeout, httpcore.ReadError):
             return self.channel.recv(max_bytes)
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(str(exc)) from exc
-        except _READ_ERRORS as exc:
-            raise httpcore.ReadError(str(exc)) from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self.channel.settimeout(timeout)
-        try:
+        with _as_httpcore(httpcore.WriteTimeout, httpcore.WriteError):
             self.channel.sendall(buffer)
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout(str(exc)) from exc
-        except _READ_ERRORS as exc:
-            raise httpcore.WriteError(str(exc)) from exc
 
     def close(self) -> None:
         self.channel.close()
@@ -62,7 +57,7 @@ class ChannelStream(httpcore.NetworkStream):
         return None
 
 
-class TlsChannelStream(httpcore.NetworkStream):
+class TlsChannelStream(ChannelStream):
     """TLS over one channel (an SSLObject fed by the channel)."""
 
     def __init__(
@@ -72,7 +67,7 @@ class TlsChannelStream(httpcore.NetworkStream):
         server_hostname: str | None,
         timeout: float | None,
     ) -> None:
-        self.channel = channel
+        super().__init__(channel)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self.ssl_object = context.wrap_bio(
@@ -80,13 +75,12 @@ class TlsChannelStream(httpcore.NetworkStream):
         )
         self.channel.settimeout(timeout)
         try:
-            self._io(self.ssl_object.do_handshake)
-        except TimeoutError as exc:
-            self.channel.close()
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except _READ_ERRORS as exc:  # ssl.SSLError is an OSError: a failed verification too
-            self.channel.close()
-            raise httpcore.ConnectError(str(exc)) from exc
+            # ssl.SSLError is an OSError: a failed verification is a ConnectError too
+            with _as_httpcore(httpcore.ConnectTimeout, httpcore.ConnectError):
+                self._io(self.ssl_object.do_handshake)
+        except (httpcore.ConnectError, httpcore.ConnectTimeout):
+            self.channel.close()  # no half-open channel left on the host's SSH connection
+            raise
 
     def _io(self, operation: Callable[[], T]) -> T:
         """Run an SSLObject operation, moving records through the channel until it is done."""
@@ -95,7 +89,7 @@ class TlsChannelStream(httpcore.NetworkStream):
                 result = operation()
             except ssl.SSLWantReadError:
                 self._flush()
-                data = self.channel.recv(TLS_RECORD)
+                data = self.channel.recv(RECV_BYTES)
                 if data:
                     self._incoming.write(data)
                 else:
@@ -112,28 +106,20 @@ class TlsChannelStream(httpcore.NetworkStream):
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self.channel.settimeout(timeout)
         try:
-            return self._io(functools.partial(self.ssl_object.read, max_bytes))
-        except ssl.SSLZeroReturnError:
-            return b""  # the far end closed TLS cleanly
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(str(exc)) from exc
-        except _READ_ERRORS as exc:
-            raise httpcore.ReadError(str(exc)) from exc
+            with _as_httpcore(httpcore.ReadTimeout, httpcore.ReadError):
+                return self._io(functools.partial(self.ssl_object.read, max_bytes))
+        except httpcore.ReadError as exc:
+            if isinstance(exc.__cause__, ssl.SSLZeroReturnError):
+                return b""  # the far end closed TLS cleanly
+            raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self.channel.settimeout(timeout)
         view = memoryview(buffer)
-        try:
+        with _as_httpcore(httpcore.WriteTimeout, httpcore.WriteError):
             while view:
                 sent = self._io(functools.partial(self.ssl_object.write, view))
                 view = view[sent:]
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout(str(exc)) from exc
-        except _READ_ERRORS as exc:
-            raise httpcore.WriteError(str(exc)) from exc
-
-    def close(self) -> None:
-        self.channel.close()
 
     def start_tls(
         self,
@@ -146,9 +132,18 @@ class TlsChannelStream(httpcore.NetworkStream):
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
             return self.ssl_object
-        if info == "is_readable":
-            return _closed_or_readable(self.channel)
-        return None
+        return super().get_extra_info(info)
+
+
+@contextlib.contextmanager
+def _as_httpcore(on_timeout: type[Exception], on_error: type[Exception]) -> Iterator[None]:
+    """A channel's (or TLS's) failures as the httpcore errors httpx expects."""
+    try:
+        yield
+    except TimeoutError as exc:  # before OSError: it is one
+        raise on_timeout(str(exc)) from exc
+    except _READ_ERRORS as exc:
+        raise on_error(str(exc)) from exc
 
 
 def _closed_or_readable(channel: paramiko.Channel) -> bool:
@@ -158,7 +153,8 @@ def _closed_or_readable(channel: paramiko.Channel) -> bool:
 def peer_certificate(stream: httpcore.NetworkStream) -> bytes:
     """The DER certificate the far end of a TLS stream presented (socket or channel)."""
     tls = stream.get_extra_info("ssl_object")
-    der = tls.getpeercert(binary_form=True) if tls is not None else None
+    # positional: a socket stream hands out the C-level SSL object, which takes no keywords
+    der = tls.getpeercert(True) if tls is not None else None
     if not der:
         raise ssl.SSLError("the server presented no certificate")
     return bytes(der)

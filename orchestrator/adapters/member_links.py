@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpcore
 
 from orchestrator.core import api_route
-from orchestrator.core.api_route import DirectFailure, Path, Verdict
+from orchestrator.core.api_route import DirectFailure, HostAnswer, Path, Verdict
 from orchestrator.core.errors import EtcdPortBlocked, TransportError
 from orchestrator.core.inventory import Host, Inventory
 
@@ -44,6 +44,7 @@ class MemberLinks(httpcore.NetworkBackend):
         conn: ConnectionOf,
         info: Callable[[str], None],
         behind_jump_host: Callable[[], bool],
+        warm: Callable[[], object] = lambda: None,
     ) -> None:
         self.setting = inv.ssh.etcd_api
         self._inv = inv
@@ -52,6 +53,8 @@ class MemberLinks(httpcore.NetworkBackend):
         self._conn = conn
         self._info = info
         self._behind_jump_host = behind_jump_host
+        self._warm = warm
+        self._warmed = False
         self._path: Path | None = None
         self._mutex = threading.Lock()
         self._direct = httpcore.SyncBackend()
@@ -63,7 +66,19 @@ class MemberLinks(httpcore.NetworkBackend):
         with self._mutex:
             if self._path is None:
                 self._path = api_route.first_path(self.setting, self._behind_jump_host())
-            return self._path
+            path = self._path
+        if path is Path.SSH:
+            self._warm_once()
+        return path
+
+    def _warm_once(self) -> None:
+        """On the SSH path, every host's connection is about to be needed: `warm` opens them
+        all at once in the background (each SSH handshake waits on the network), instead of
+        one after the other as calls reach each member."""
+        with self._mutex:
+            warmed, self._warmed = self._warmed, True
+        if not warmed:
+            self._warm()
 
     def preflight(self, timeout: float = 3.0) -> None:
         """With `ssh.etcd_api = "direct"`, before a run changes anything: every member's
@@ -113,47 +128,54 @@ class MemberLinks(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         failure = _failure(exc)
         reason = _reason(exc.__cause__ or exc)
-        on_host: httpcore.NetworkStream | None = None
-        if api_route.must_ask_host(failure):
-            on_host = self._on_host(member, port, timeout)
-        decision = api_route.verdict(self.setting, failure, on_host is not None)
+        answer, on_host = None, None
+        if api_route.must_ask_host(self.setting, failure):
+            answer, on_host = self._on_host(member, port, timeout)
+        decision = api_route.verdict(self.setting, failure, answer)
+        if decision is not Verdict.FALL_BACK and on_host is not None:
+            on_host.close()
         if decision is Verdict.DOWN:
             raise exc
-        if on_host is not None and decision is not Verdict.FALL_BACK:
-            on_host.close()
         if decision is Verdict.BLOCKED:
             raise EtcdPortBlocked(
                 api_route.blocked_message(member.name, member.etcd_address, port, reason)
             ) from None
         with self._mutex:
             switched, self._path = self._path is not Path.SSH, Path.SSH
+        self._warm_once()
         if switched:
             self._info(api_route.fallback_message(member.name, member.etcd_address, port, reason))
-        return on_host or self._through_ssh(member, member.etcd_address, port, timeout)
+        if on_host is None:  # the port is closed on the host too: etcd does not serve yet
+            raise exc
+        return on_host
 
     def _on_host(
         self, member: Host, port: int, timeout: float | None
-    ) -> httpcore.NetworkStream | None:
-        """A connection to the member's port made on its own host, or None when nothing
-        accepts it there or the host cannot be reached over SSH either."""
+    ) -> tuple[HostAnswer, httpcore.NetworkStream | None]:
+        """The member's port tried from its own host, and the connection when it opened."""
+        from orchestrator.adapters.transport import TunnelForbidden, TunnelRefused
+
         try:
-            return self._through_ssh(member, member.etcd_address, port, timeout)
-        except httpcore.ConnectError:
-            return None
+            return HostAnswer.OPEN, self._tunnel(member.name, member.etcd_address, port, timeout)
+        except TunnelRefused:
+            return HostAnswer.CLOSED, None
+        except TunnelForbidden:
+            raise
+        except TransportError:
+            return HostAnswer.NO_SSH, None
 
     def _through_ssh(
         self, member: Host | None, address: str, port: int, timeout: float | None
     ) -> httpcore.NetworkStream:
         """A channel from the member's host to its own port; an address that is no inventory
         host (a member the inventory forgot) is reached from the first host SSH reaches."""
-        from orchestrator.adapters.channel_stream import ChannelStream
         from orchestrator.adapters.transport import TunnelForbidden, TunnelRefused
 
         relays = [member.name] if member else self._relays
         problems = []
         for name in relays:
             try:
-                channel = self._conn(name).tunnel(address, port, timeout or 10)
+                return self._tunnel(name, address, port, timeout)
             except TunnelRefused:
                 raise httpcore.ConnectError(
                     f"nothing accepts connections on {address}:{port} (tried on {name} through SSH)"
@@ -162,9 +184,14 @@ class MemberLinks(httpcore.NetworkBackend):
                 raise
             except TransportError as exc:
                 problems.append(str(exc))
-                continue
-            return ChannelStream(channel)
         raise httpcore.ConnectError("; ".join(problems) or f"no host to reach {address} from")
+
+    def _tunnel(
+        self, name: str, address: str, port: int, timeout: float | None
+    ) -> httpcore.NetworkStream:
+        from orchestrator.adapters.channel_stream import ChannelStream
+
+        return ChannelStream(self._conn(name).tunnel(address, port, timeout or 10))
 
 
 def _failure(exc: Exception) -> DirectFailure:

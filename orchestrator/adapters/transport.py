@@ -31,10 +31,6 @@ from orchestrator.core.inventory import Host, Inventory
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10
 CHUNK = 256 * 1024
-# Channels to etcd's ports: a window larger than paramiko's 2 MiB default keeps a snapshot
-# stream flowing while this side decrypts (measured in bench/).
-TUNNEL_WINDOW = 16 * 1024 * 1024
-TUNNEL_PACKET = 32 * 1024
 _OPEN_ADMINISTRATIVELY_PROHIBITED = 1  # RFC 4254 section 5.1
 
 
@@ -61,6 +57,18 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
             with self.known_hosts.open("a") as f:
                 f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _gcm_first(sock: object, **kwargs: object) -> paramiko.Transport:
+    """A paramiko transport that offers AES-GCM first: an AEAD cipher, one pass over each
+    packet where AES-CTR needs a separate HMAC. paramiko does that work in Python's threads,
+    so it counts: 158 against 96 MB/s for one command's output on the lab, and a snapshot
+    through SSH 1.5x faster (bench/). Every other cipher stays on offer, in paramiko's order."""
+    transport = paramiko.Transport(sock, **kwargs)  # type: ignore[arg-type]
+    options = transport.get_security_options()
+    gcm = tuple(c for c in options.ciphers if c.endswith("-gcm@openssh.com"))
+    options.ciphers = gcm + tuple(c for c in options.ciphers if c not in gcm)
+    return transport
 
 
 @dataclass
@@ -107,6 +115,7 @@ class HostConnection:
         connect_kwargs: dict[str, object] = {
             "banner_timeout": CONNECT_TIMEOUT,
             "auth_timeout": CONNECT_TIMEOUT,
+            "transport_factory": _gcm_first,
         }
         if ssh.identity_file:
             connect_kwargs["key_filename"] = [str(ssh.identity_file)]
@@ -204,8 +213,6 @@ class HostConnection:
                 "direct-tcpip",
                 (address.strip("[]"), port),
                 ("127.0.0.1", 0),
-                window_size=TUNNEL_WINDOW,
-                max_packet_size=TUNNEL_PACKET,
                 timeout=timeout,
             )
         except paramiko.ChannelException as exc:

@@ -32,12 +32,20 @@ class DirectFailure(Enum):
     BLOCKED = "blocked"  # no answer or "prohibited": a network or firewall in the way
 
 
+class HostAnswer(Enum):
+    """The member's port, tried from its own host through SSH."""
+
+    OPEN = "open"  # etcd accepts connections there
+    CLOSED = "closed"  # the host is reachable, nothing accepts on that port
+    NO_SSH = "no SSH"  # the host cannot be reached over SSH either (down, or cut off)
+
+
 class Verdict(Enum):
     """What a failed direct connection means for the run."""
 
     FALL_BACK = "fall back to SSH"  # the port is closed to us: SSH from now on
     BLOCKED = "blocked"  # the port is closed to us and the setting forbids SSH: an error
-    DOWN = "down"  # nothing answers on the host either: etcd is not serving there
+    DOWN = "down"  # etcd does not answer (or the whole host is gone): keep the path
 
 
 # connect() errnos that say "something in the way", not "nothing listens".
@@ -60,22 +68,26 @@ def classify(error: OSError | TimeoutError) -> DirectFailure:
     return DirectFailure.REFUSED
 
 
-def must_ask_host(failure: DirectFailure) -> bool:
-    """Whether the host's own view (through SSH) is needed to decide: a refused connection
-    means "nothing listens" as well as "a firewall's reset"."""
-    return failure is DirectFailure.REFUSED
+def must_ask_host(setting: str, failure: DirectFailure) -> bool:
+    """Whether the host's own view (through SSH) is needed to decide. "direct" stops at a
+    blocked port without asking (no SSH before a new cluster's `up` has changed anything)."""
+    return not (setting == "direct" and failure is DirectFailure.BLOCKED)
 
 
-def verdict(setting: str, failure: DirectFailure, answers_on_host: bool = False) -> Verdict:
-    """What a failed direct connection means. `answers_on_host`: the member's port accepts
-    a connection made on its own host (asked through SSH when `must_ask_host`).
+def verdict(setting: str, failure: DirectFailure, on_host: HostAnswer | None) -> Verdict:
+    """What a failed direct connection means (`on_host`: None when not asked).
 
-    A blocked port is a property of the network: "auto" moves to SSH at once (whether or
-    not etcd serves yet), "direct" stops, even before a new cluster's `up` touches any
-    host. A refused one says nothing about the network unless etcd listens on the host."""
-    if failure is DirectFailure.BLOCKED or answers_on_host:
-        return Verdict.FALL_BACK if setting == "auto" else Verdict.BLOCKED
-    return Verdict.DOWN
+    The port is closed to us when etcd answers on the host, or when the connect was blocked
+    on the way while the host answers SSH (whether or not etcd serves yet: a new cluster's
+    first member). A host that answers nothing at all is down, not firewalled: "auto"
+    keeps going straight to the others. A refused connect with nothing listening on the
+    host is etcd down there."""
+    closed_to_us = on_host is HostAnswer.OPEN or (
+        failure is DirectFailure.BLOCKED and on_host is not HostAnswer.NO_SSH
+    )
+    if not closed_to_us:
+        return Verdict.DOWN
+    return Verdict.FALL_BACK if setting == "auto" else Verdict.BLOCKED
 
 
 def blocked_message(host: str, address: str, port: int, reason: str) -> str:

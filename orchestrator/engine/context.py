@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 
 class RunContext:
-    """SSH connections and the etcd client are made on first use: `status` needs no SSH, and
-    does not pay for importing it."""
+    """SSH connections and the etcd client are made on first use: `status` opens no SSH
+    connection unless etcd's API goes through SSH (`ssh.etcd_api`)."""
 
     def __init__(self, inv: Inventory, ui: UI) -> None:
         self.inv = inv
@@ -89,16 +89,21 @@ class RunContext:
         return self._client
 
     def links(self) -> MemberLinks:
-        """How this run reaches members' ports (`ssh.etcd_api`): one per client, so a
-        fall-back to SSH lasts for the rest of the run."""
+        """How this run reaches members' ports (`ssh.etcd_api`): one per run (kept when the
+        client is made again), so a fall-back to SSH lasts for the rest of the run."""
         if self._links is None:
             self._links = MemberLinks(
                 self.inv,
                 conn=self.conn,
                 info=lambda m: self.ui.info("etcd-api", m),
                 behind_jump_host=lambda: behind_jump_host(self.inv),
+                warm=self._open_all_in_background,
             )
         return self._links
+
+    def _open_all_in_background(self) -> None:
+        """Start opening every host's SSH connection (each host's own use reports failures)."""
+        self.pool.start(lambda conn: conn.open(), [h.name for h in self.inv.hosts])
 
     def reset_client(self) -> None:
         """Drop the etcd client (after the local CA or client cert changed)."""

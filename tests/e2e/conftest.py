@@ -160,26 +160,47 @@ def _with_inventory(args: tuple[str, ...], inventory: Path) -> tuple[str, ...]:
     return (*args[:at], "-i", str(inventory), *args[at:])
 
 
-@pytest.fixture
-def make_cli(
-    lab: Lab, release_mirror: str, release_cache: Path, tmp_path: Path
-) -> Iterator[Callable[..., Cli]]:
-    """`make_cli(hosts=3, version=..., extra=...)` -> a Cli on clean lab hosts."""
+def _cli_maker(
+    lab: Lab,
+    mirror: str,
+    release_cache: Path,
+    folder: Path,
+    *,
+    jump_host: str | None = None,
+    prefix: tuple[str, ...] = (),
+) -> Callable[..., Cli]:
+    """Clean lab hosts, then `make(hosts=3, version=..., extra=..., api=None)` -> a Cli whose
+    inventory uses `mirror` and, when given, `jump_host`; `api` is written as
+    `etcd_api = "<api>"` in [ssh] (the CLI validates it, not this helper)."""
     lab.clean()
     env = dict(os.environ, XDG_CACHE_HOME=str(release_cache), COLUMNS="200")
     env.pop("ETCD_DEPLOY_INVENTORY", None)
 
-    def make(hosts: int = 3, version: str = "3.5.1", extra: str = "") -> Cli:
+    def make(
+        hosts: int = 3, version: str = "3.5.1", extra: str = "", api: str | None = None
+    ) -> Cli:
         inventory = lab.inventory(
-            tmp_path / "inventory.toml",
+            folder / "inventory.toml",
             hosts,
             version=version,
-            release_url=release_mirror,
+            release_url=mirror,
             extra=extra,
+            jump_host=jump_host,
         )
-        return Cli(inventory, env)
+        if api is not None:
+            text = inventory.read_text().replace("[ssh]\n", f'[ssh]\netcd_api = "{api}"\n', 1)
+            inventory.write_text(text)
+        return Cli(inventory, env, prefix)
 
-    yield make
+    return make
+
+
+@pytest.fixture
+def make_cli(
+    lab: Lab, release_mirror: str, release_cache: Path, tmp_path: Path
+) -> Callable[..., Cli]:
+    """`make_cli(hosts=3, version=..., extra=..., api=None)` -> a Cli on clean lab hosts."""
+    return _cli_maker(lab, release_mirror, release_cache, tmp_path)
 
 
 @pytest.fixture
@@ -189,34 +210,13 @@ def make_bastion_cli(
     control_mirror: str,
     release_cache: Path,
     tmp_path: Path,
-) -> Iterator[Callable[..., Cli]]:
-    """`make_bastion_cli(hosts=3, version=..., extra=..., api=None)` -> a Cli on clean lab
-    hosts that runs in the control namespace and reaches them through the bastion only.
-
-    `api`, when given, is written as `etcd_api = "<api>"` in [ssh] (how the CLI reaches
-    etcd's client port from behind the bastion; the CLI validates it, not this fixture).
-    """
-    lab.clean()
-    env = dict(os.environ, XDG_CACHE_HOME=str(release_cache), COLUMNS="200")
-    env.pop("ETCD_DEPLOY_INVENTORY", None)
-
-    def make(
-        hosts: int = 3, version: str = "3.5.1", extra: str = "", api: str | None = None
-    ) -> Cli:
-        inventory = lab.inventory(
-            tmp_path / "inventory.toml",
-            hosts,
-            version=version,
-            release_url=control_mirror,
-            extra=extra,
-            jump_host=BASTION.name,
-        )
-        if api is not None:
-            text = inventory.read_text().replace("[ssh]\n", f'[ssh]\netcd_api = "{api}"\n', 1)
-            inventory.write_text(text)
-        return Cli(inventory, env, tuple(control_ns.prefix()))
-
-    yield make
+) -> Callable[..., Cli]:
+    """Like `make_cli`, for a Cli that runs in the control namespace and reaches the hosts
+    through the bastion only (its release mirror is served inside the namespace)."""
+    prefix = tuple(control_ns.prefix())
+    return _cli_maker(
+        lab, control_mirror, release_cache, tmp_path, jump_host=BASTION.name, prefix=prefix
+    )
 
 
 def unit_started_at(lab: Lab, host: str) -> str:

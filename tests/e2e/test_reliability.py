@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import ssl
 import subprocess
@@ -13,14 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.e2e.conftest import Cli, unit_started_at
 from tests.e2e.load import Writer
 from tests.lab.driver import HOSTS, Lab
+from tests.self_signed import self_signed
 
 THREE = ["etcd1", "etcd2", "etcd3"]
 
@@ -199,45 +195,12 @@ def test_no_secret_reaches_the_logs(make_cli) -> None:
             assert body[start : start + 24] not in output, key
 
 
-def _intruder(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-made CA-less cert: what a host of another cluster (another CA) would present."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intruder")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    crt, pem = tmp_path / "intruder.crt", tmp_path / "intruder.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return crt, pem
-
-
 def test_etcd_refuses_clients_and_peers_with_certs_from_another_ca(make_cli, tmp_path) -> None:
     cli = make_cli(3)
     cli("up", check=True)
     pki = _pki(cli)
     ours = (pki / "etcd-deploy-client.crt", pki / "etcd-deploy-client.key")
-    theirs = _intruder(tmp_path)
+    theirs = self_signed(tmp_path, "intruder")  # another cluster's own CA, as it were
     for port, path in ((2379, "/health"), (2380, "/members")):
         url = f"https://{HOSTS['etcd1']}:{port}{path}"
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))

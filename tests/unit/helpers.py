@@ -114,3 +114,11 @@ def converged_facts(
         lock="acquired",
         lock_acquired=True,
     )
+
+
+class NoPreflight:
+    """A run context's member links whose preflight passes: what the executor asks before a
+    plan's first step (`ssh.etcd_api = "direct"` probes ports; the fakes' runs need none)."""
+
+    def preflight(self) -> None:
+        pass

@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from orchestrator.core import api_route
-from orchestrator.core.api_route import DirectFailure, Path, Verdict
+from orchestrator.core.api_route import DirectFailure, HostAnswer, Path, Verdict
 
 
 @pytest.mark.parametrize(
@@ -39,27 +39,46 @@ def test_classify(error: OSError, expected: DirectFailure) -> None:
     assert api_route.classify(error) is expected
 
 
+OPEN, CLOSED, NO_SSH = HostAnswer.OPEN, HostAnswer.CLOSED, HostAnswer.NO_SSH
+REFUSED, BLOCKED = DirectFailure.REFUSED, DirectFailure.BLOCKED
+
+
 @pytest.mark.parametrize(
     ("setting", "failure", "on_host", "expected"),
     [
-        # a blocked port is the network's doing: auto moves to SSH, direct stops
-        ("auto", DirectFailure.BLOCKED, False, Verdict.FALL_BACK),
-        ("direct", DirectFailure.BLOCKED, False, Verdict.BLOCKED),
-        # refused, and the host shows etcd listening: a firewall's reset
-        ("auto", DirectFailure.REFUSED, True, Verdict.FALL_BACK),
-        ("direct", DirectFailure.REFUSED, True, Verdict.BLOCKED),
-        # refused, nothing listens on the host either: etcd is down there
-        ("auto", DirectFailure.REFUSED, False, Verdict.DOWN),
-        ("direct", DirectFailure.REFUSED, False, Verdict.DOWN),
+        # blocked on the way, the host answers SSH: the port is closed to us (etcd may not
+        # run yet: a new cluster), so auto moves to SSH and direct stops
+        ("auto", BLOCKED, OPEN, Verdict.FALL_BACK),
+        ("auto", BLOCKED, CLOSED, Verdict.FALL_BACK),
+        ("direct", BLOCKED, None, Verdict.BLOCKED),  # not asked: no SSH needed to stop
+        # blocked, and no SSH either: the host is gone, not firewalled
+        ("auto", BLOCKED, NO_SSH, Verdict.DOWN),
+        # refused while etcd listens on the host: a firewall's reset
+        ("auto", REFUSED, OPEN, Verdict.FALL_BACK),
+        ("direct", REFUSED, OPEN, Verdict.BLOCKED),
+        # refused, nothing listens on the host either (or no SSH): etcd is down there
+        ("auto", REFUSED, CLOSED, Verdict.DOWN),
+        ("direct", REFUSED, CLOSED, Verdict.DOWN),
+        ("auto", REFUSED, NO_SSH, Verdict.DOWN),
     ],
 )
-def test_verdict(setting: str, failure: DirectFailure, on_host: bool, expected: Verdict) -> None:
+def test_verdict(
+    setting: str, failure: DirectFailure, on_host: HostAnswer | None, expected: Verdict
+) -> None:
     assert api_route.verdict(setting, failure, on_host) is expected
 
 
-def test_only_a_refused_connection_needs_the_hosts_view() -> None:
-    assert api_route.must_ask_host(DirectFailure.REFUSED)
-    assert not api_route.must_ask_host(DirectFailure.BLOCKED)
+@pytest.mark.parametrize(
+    ("setting", "failure", "ask"),
+    [
+        ("auto", BLOCKED, True),
+        ("auto", REFUSED, True),
+        ("direct", REFUSED, True),
+        ("direct", BLOCKED, False),
+    ],
+)
+def test_when_the_host_is_asked(setting: str, failure: DirectFailure, ask: bool) -> None:
+    assert api_route.must_ask_host(setting, failure) is ask
 
 
 def test_the_blocked_line_names_host_port_and_setting() -> None:

@@ -18,7 +18,7 @@ from orchestrator.adapters.snapshot import list_local, verify_integrity
 from orchestrator.commands import backup
 from orchestrator.core.errors import SafetyRefusal
 from orchestrator.core.host_lock import LockOwner
-from tests.unit.helpers import make_inventory
+from tests.unit.helpers import NoPreflight, make_inventory
 
 REAL = Path(__file__).parent / "data" / "etcd-3.5.1-snapshot.db"
 FROZEN = datetime(2024, 5, 6, 10, 30, 45, 123456, tzinfo=UTC)
@@ -84,6 +84,9 @@ class Ctx:
 
     def client(self) -> Client:
         return Client()
+
+    def links(self) -> NoPreflight:
+        return NoPreflight()
 
 
 class Frozen(datetime):

@@ -1,11 +1,11 @@
 """TLS over an SSH channel, in memory: the same handshake and certificate checks as over a
 socket. The "channel" here is one end of a local socketpair with paramiko's Channel methods;
-the other end is a real TLS server (Python's ssl) in a thread. No network."""
+the other end is a real TLS server (Python's ssl) in a thread. No network; the socket path's
+test listens on loopback only."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
+import contextlib
 import socket
 import ssl
 import threading
@@ -15,11 +15,10 @@ from pathlib import Path
 import httpcore
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from orchestrator.adapters.channel_stream import ChannelStream, peer_certificate
+from orchestrator.adapters.tls_probe import served_certificate
+from tests.self_signed import self_signed
 
 
 class SocketChannel:
@@ -49,40 +48,10 @@ class SocketChannel:
         self.sock.close()
 
 
-def _cert(tmp_path: Path, ip: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "member")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[SocketChannel, Path]]:
     """A channel whose far end is a TLS server answering "pong: <what it read>"."""
-    cert, key = _cert(tmp_path, "10.1.2.3")
+    cert, key = self_signed(tmp_path, "member", ip="10.1.2.3")
     ours, theirs = socket.socketpair()
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
@@ -127,8 +96,32 @@ def test_a_certificate_for_another_address_is_refused(
 
 def test_an_untrusted_server_is_refused(served: tuple[SocketChannel, Path], tmp_path: Path) -> None:
     channel, _ = served
-    (tmp_path / "other").mkdir()
-    other, _ = _cert(tmp_path / "other", "10.1.2.3")
+    other, _ = self_signed(tmp_path / "other", "member", ip="10.1.2.3")
     context = ssl.create_default_context(cafile=str(other))
     with pytest.raises(httpcore.ConnectError, match=r"(?i)certificate verify failed"):
         ChannelStream(channel).start_tls(context, "10.1.2.3", timeout=5)  # type: ignore[arg-type]
+
+
+def test_served_certificate_reads_the_leaf_over_a_plain_socket_too(tmp_path: Path) -> None:
+    """The direct path (httpcore's own socket stream, on loopback) gives the same answer."""
+    cert, key = self_signed(tmp_path, "member", ip="127.0.0.1")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with contextlib.suppress(ssl.SSLError, OSError), server.wrap_socket(sock, True) as tls:
+            tls.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        pem = served_certificate(
+            httpcore.SyncBackend(), "127.0.0.1", port, client_cert=cert, client_key=key
+        )
+    finally:
+        thread.join(timeout=5)
+        listener.close()
+    assert pem == cert.read_bytes()

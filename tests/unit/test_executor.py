@@ -17,6 +17,7 @@ from orchestrator.adapters.transport import HostResult, Pending
 from orchestrator.core.errors import PhaseFailure, SafetyRefusal, TransportError
 from orchestrator.core.plan import Plan, Refusal, Step
 from orchestrator.engine.executor import Execution, execute, show_plan
+from tests.unit.helpers import NoPreflight
 
 
 @dataclass
@@ -62,13 +63,6 @@ class Recorder:
 
     def print_json(self, data: Any) -> None:
         self.out.append(repr(data))
-
-
-class NoPreflight:
-    """Member links whose preflight passes ("auto": no port is probed)."""
-
-    def preflight(self) -> None:
-        pass
 
 
 @dataclass
