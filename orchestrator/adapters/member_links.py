@@ -11,6 +11,7 @@ host to its own client URL (the address etcd advertises and listens on).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from orchestrator.adapters.transport import HostConnection
 
 ConnectionOf = Callable[[str], "HostConnection"]
+NO_SSH_MEMO = 30.0  # seconds a host that SSH could not reach is not asked again
 # httpcore's own type for socket options (its NetworkBackend signature).
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -56,6 +58,7 @@ class MemberLinks(httpcore.NetworkBackend):
         self._warm = warm
         self._warmed = False
         self._path: Path | None = None
+        self._no_ssh_until: dict[str, float] = {}  # host -> until when "no SSH" is believed
         self._mutex = threading.Lock()
         self._direct = httpcore.SyncBackend()
 
@@ -82,9 +85,10 @@ class MemberLinks(httpcore.NetworkBackend):
 
     def preflight(self, timeout: float = 3.0) -> None:
         """With `ssh.etcd_api = "direct"`, before a run changes anything: every member's
-        client port must be reachable from here. A blocked one stops the run now, in one line
-        (a refused one is fine: etcd may not run there yet). A no-op for the other settings,
-        which never need the port."""
+        client port must be reachable from here. One closed to us stops the run now, in one
+        line (refused with nothing listening is fine: etcd may not run there yet; a host
+        that answers nothing at all is the command's to handle). A no-op for the other
+        settings."""
         if self.setting != "direct":
             return
         port = self._inv.cluster.client_port
@@ -93,7 +97,10 @@ class MemberLinks(httpcore.NetworkBackend):
             try:
                 self._direct.connect_tcp(host.etcd_address, port, timeout).close()
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                if _failure(exc) is DirectFailure.BLOCKED:
+                answer, on_host = self._on_host(host, port, timeout)
+                if on_host is not None:
+                    on_host.close()
+                if api_route.verdict(self.setting, _failure(exc), answer) is Verdict.BLOCKED:
                     return api_route.blocked_message(
                         host.name, host.etcd_address, port, _reason(exc.__cause__ or exc)
                     )
@@ -128,9 +135,7 @@ class MemberLinks(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         failure = _failure(exc)
         reason = _reason(exc.__cause__ or exc)
-        answer, on_host = None, None
-        if api_route.must_ask_host(self.setting, failure):
-            answer, on_host = self._on_host(member, port, timeout)
+        answer, on_host = self._on_host(member, port, timeout)
         decision = api_route.verdict(self.setting, failure, answer)
         if decision is not Verdict.FALL_BACK and on_host is not None:
             on_host.close()
@@ -155,6 +160,9 @@ class MemberLinks(httpcore.NetworkBackend):
         """The member's port tried from its own host, and the connection when it opened."""
         from orchestrator.adapters.transport import TunnelForbidden, TunnelRefused
 
+        with self._mutex:
+            if self._no_ssh_until.get(member.name, 0.0) > time.monotonic():
+                return HostAnswer.NO_SSH, None
         try:
             return HostAnswer.OPEN, self._tunnel(member.name, member.etcd_address, port, timeout)
         except TunnelRefused:
@@ -162,6 +170,8 @@ class MemberLinks(httpcore.NetworkBackend):
         except TunnelForbidden:
             raise
         except TransportError:
+            with self._mutex:  # a health wait polls a dead member often: do not ask each time
+                self._no_ssh_until[member.name] = time.monotonic() + NO_SSH_MEMO
             return HostAnswer.NO_SSH, None
 
     def _through_ssh(

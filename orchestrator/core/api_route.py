@@ -68,22 +68,17 @@ def classify(error: OSError | TimeoutError) -> DirectFailure:
     return DirectFailure.REFUSED
 
 
-def must_ask_host(setting: str, failure: DirectFailure) -> bool:
-    """Whether the host's own view (through SSH) is needed to decide. "direct" stops at a
-    blocked port without asking (no SSH before a new cluster's `up` has changed anything)."""
-    return not (setting == "direct" and failure is DirectFailure.BLOCKED)
-
-
-def verdict(setting: str, failure: DirectFailure, on_host: HostAnswer | None) -> Verdict:
-    """What a failed direct connection means (`on_host`: None when not asked).
+def verdict(setting: str, failure: DirectFailure, on_host: HostAnswer) -> Verdict:
+    """What a failed direct connection means, with the host's own answer (through SSH).
 
     The port is closed to us when etcd answers on the host, or when the connect was blocked
     on the way while the host answers SSH (whether or not etcd serves yet: a new cluster's
-    first member). A host that answers nothing at all is down, not firewalled: "auto"
-    keeps going straight to the others. A refused connect with nothing listening on the
-    host is etcd down there."""
+    first member). A host that answers nothing at all is down, not firewalled (a powered-off
+    host's "No route to host" looks like a firewall's): "auto" keeps going straight to the
+    others, "direct" lets the command handle a dead member (remove-node, replace-node). A
+    refused connect with nothing listening on the host is etcd down there."""
     closed_to_us = on_host is HostAnswer.OPEN or (
-        failure is DirectFailure.BLOCKED and on_host is not HostAnswer.NO_SSH
+        failure is DirectFailure.BLOCKED and on_host is HostAnswer.CLOSED
     )
     if not closed_to_us:
         return Verdict.DOWN

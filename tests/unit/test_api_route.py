@@ -50,9 +50,11 @@ REFUSED, BLOCKED = DirectFailure.REFUSED, DirectFailure.BLOCKED
         # run yet: a new cluster), so auto moves to SSH and direct stops
         ("auto", BLOCKED, OPEN, Verdict.FALL_BACK),
         ("auto", BLOCKED, CLOSED, Verdict.FALL_BACK),
-        ("direct", BLOCKED, None, Verdict.BLOCKED),  # not asked: no SSH needed to stop
-        # blocked, and no SSH either: the host is gone, not firewalled
+        ("direct", BLOCKED, OPEN, Verdict.BLOCKED),
+        ("direct", BLOCKED, CLOSED, Verdict.BLOCKED),
+        # blocked, and no SSH either: the host is gone (powered off), not firewalled
         ("auto", BLOCKED, NO_SSH, Verdict.DOWN),
+        ("direct", BLOCKED, NO_SSH, Verdict.DOWN),
         # refused while etcd listens on the host: a firewall's reset
         ("auto", REFUSED, OPEN, Verdict.FALL_BACK),
         ("direct", REFUSED, OPEN, Verdict.BLOCKED),
@@ -63,22 +65,9 @@ REFUSED, BLOCKED = DirectFailure.REFUSED, DirectFailure.BLOCKED
     ],
 )
 def test_verdict(
-    setting: str, failure: DirectFailure, on_host: HostAnswer | None, expected: Verdict
+    setting: str, failure: DirectFailure, on_host: HostAnswer, expected: Verdict
 ) -> None:
     assert api_route.verdict(setting, failure, on_host) is expected
-
-
-@pytest.mark.parametrize(
-    ("setting", "failure", "ask"),
-    [
-        ("auto", BLOCKED, True),
-        ("auto", REFUSED, True),
-        ("direct", REFUSED, True),
-        ("direct", BLOCKED, False),
-    ],
-)
-def test_when_the_host_is_asked(setting: str, failure: DirectFailure, ask: bool) -> None:
-    assert api_route.must_ask_host(setting, failure) is ask
 
 
 def test_the_blocked_line_names_host_port_and_setting() -> None:
