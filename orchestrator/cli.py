@@ -625,7 +625,7 @@ def etcdctl(
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Run etcdctl on a member through SSH, with that host's certs and its own member as the
-    endpoint: no certs or open port needed here. Output streams; exits with etcdctl's code.
+    endpoint: no certs to copy, no port to open. Output streams; exits with etcdctl's code.
 
     Example: etcd-deploy etcdctl -- endpoint status --cluster -w table
     """

@@ -82,8 +82,16 @@ class EtcdClient:
         transport = httpx.HTTPTransport(verify=context)
         if network is not None:
             # httpx takes no network backend of its own: its transport's pool is replaced
-            # by one that has ours (same TLS context; httpx is pinned below 0.29).
-            transport._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=network)
+            # by one that has ours (same TLS context and limits; httpx is pinned below
+            # 0.29). An explicit transport also means no HTTPS_PROXY from the environment:
+            # etcd's mTLS traffic never goes through a web proxy.
+            transport._pool = httpcore.ConnectionPool(
+                ssl_context=context,
+                max_connections=100,  # httpx's own defaults
+                max_keepalive_connections=20,
+                keepalive_expiry=5.0,
+                network_backend=network,
+            )
         self._http = httpx.Client(transport=transport, timeout=timeout)
 
     def close(self) -> None:

@@ -85,15 +85,19 @@ class MemberLinks(httpcore.NetworkBackend):
 
     def preflight(self, timeout: float = 3.0) -> None:
         """With `ssh.etcd_api = "direct"`, before a run changes anything: every member's
-        client port must be reachable from here. One closed to us stops the run now, in one
-        line (refused with nothing listening is fine: etcd may not run there yet; a host
-        that answers nothing at all is the command's to handle). A no-op for the other
-        settings."""
+        client and peer ports must be reachable from here (the peer port for a few checks:
+        a starting member serving its peers, the certificate it serves there). One closed
+        to us stops the run now, in one line (refused with nothing listening is fine: etcd
+        may not run there yet; a host that answers nothing at all is the command's to
+        handle). A no-op for the other settings."""
         if self.setting != "direct":
             return
-        port = self._inv.cluster.client_port
+        ports = (self._inv.cluster.client_port, self._inv.cluster.peer_port)
 
         def probe(host: Host) -> str | None:
+            return next(filter(None, (probe_port(host, port) for port in ports)), None)
+
+        def probe_port(host: Host, port: int) -> str | None:
             try:
                 self._direct.connect_tcp(host.etcd_address, port, timeout).close()
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
@@ -136,6 +140,15 @@ class MemberLinks(httpcore.NetworkBackend):
         failure = _failure(exc)
         reason = _reason(exc.__cause__ or exc)
         answer, on_host = self._on_host(member, port, timeout)
+        if failure is DirectFailure.REFUSED and on_host is not None:
+            # etcd may have started listening between the two tries: straight once more
+            try:
+                direct = self._direct.connect_tcp(member.etcd_address, port, timeout)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                pass
+            else:
+                on_host.close()
+                return direct
         decision = api_route.verdict(self.setting, failure, answer)
         if decision is not Verdict.FALL_BACK and on_host is not None:
             on_host.close()
@@ -168,7 +181,9 @@ class MemberLinks(httpcore.NetworkBackend):
         except TunnelRefused:
             return HostAnswer.CLOSED, None
         except TunnelForbidden:
-            raise
+            # only asking: a run that may go straight to the port must not fail on a host
+            # whose sshd forbids forwarding; it just cannot tell, nor fall back
+            return HostAnswer.NO_SSH, None
         except TransportError:
             with self._mutex:  # a health wait polls a dead member often: do not ask each time
                 self._no_ssh_until[member.name] = time.monotonic() + NO_SSH_MEMO

@@ -84,9 +84,15 @@ def behind_jump_host(inv: Inventory) -> bool:
             continue
         if "proxyjump" not in text.lower():
             continue  # most configs: no need to import paramiko to know
+        _refuse_match_exec(path, text)  # a lookup would run it
         import paramiko
 
-        config = paramiko.SSHConfig.from_text(text)
-        if any(config.lookup(h.address).get("proxyjump", "none") != "none" for h in inv.hosts):
+        # paramiko raises assorted types for a bad file, as in check_local_ssh_files
+        try:
+            config = paramiko.SSHConfig.from_text(text)
+            jumps = [config.lookup(h.address).get("proxyjump", "none") for h in inv.hosts]
+        except Exception as exc:
+            raise PreflightError(f"{path}: unreadable ssh_config: {exc}") from None
+        if any(jump.lower() != "none" for jump in jumps):
             return True
     return False

@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from orchestrator.adapters.channel_stream import peer_certificate
+from orchestrator.core.errors import EtcdPortBlocked
 
 
 def served_certificate(
@@ -35,10 +36,12 @@ def served_certificate(
     try:
         stream = network.connect_tcp(address.strip("[]"), port, timeout=timeout)
         try:
-            tls = stream.start_tls(context, server_hostname=None, timeout=timeout)
-            der = peer_certificate(tls)
+            stream = stream.start_tls(context, server_hostname=None, timeout=timeout)
+            der = peer_certificate(stream)
         finally:
-            stream.close()
+            stream.close()  # the TLS stream once there is one (it closes what it wraps)
     except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
         raise OSError(f"{address}:{port}: {exc}") from None
+    except EtcdPortBlocked as exc:  # "direct" and the port closed to us: a problem to report
+        raise OSError(str(exc)) from None
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
