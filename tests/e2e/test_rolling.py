@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 import httpx
@@ -46,6 +47,24 @@ def _delete_and_compact(client: httpx.Client, key: bytes, range_end: bytes) -> N
     client.post(f"{ENDPOINTS[0]}/v3/kv/compaction", json={"revision": rev, "physical": True})
 
 
+def _wait_compacted_everywhere(client: httpx.Client, timeout: float = 30) -> None:
+    """Until every member has applied the compaction (followers apply it a moment after the
+    leader): free space inside each DB. How much differs per member (9 to 20% seen here: the
+    fill stops at the leader's quota), so the test's defrag threshold is 1%."""
+    deadline = time.monotonic() + timeout
+    while True:
+        free = []
+        for endpoint in ENDPOINTS:
+            status = client.post(f"{endpoint}/v3/maintenance/status", json={}).json()
+            size, in_use = int(status["dbSize"]), int(status["dbSizeInUse"])
+            free.append((size - in_use) / size)
+        if min(free) >= 0.02:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"compaction not applied everywhere: free {free}")
+        time.sleep(0.1)
+
+
 def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli, load_table) -> None:
     cli = make_cli(3, version="3.4.23")
     cli("up", check=True)
@@ -59,6 +78,9 @@ def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli, load_table) -> None:
                 proc = cli("upgrade", version, "--yes", "--allow-known-bad")
             assert proc.returncode == 0, proc.stderr
             assert sampler.most_down <= 1, sampler
+            # members restarting refuse connections for a moment: never mistaken for a
+            # firewall (the ports are open here), so etcd's API stays on the direct path
+            assert "goes through SSH" not in proc.stderr, proc.stderr
             order = _order(proc.stderr, "upgrade")
             assert sorted(order) == THREE and order[-1] == leader, order
             assert "backup taken first" in proc.stderr
@@ -136,7 +158,8 @@ def test_defrag_clears_a_nospace_alarm(make_cli) -> None:
         status = cli.status()
         assert not status["healthy"] and "NOSPACE" in status["summary"], status
         _delete_and_compact(client, b"/fill/", b"/fill0")
-        proc = cli("defrag", "--threshold", "10")
+        _wait_compacted_everywhere(client)
+        proc = cli("defrag", "--threshold", "1")
         assert proc.returncode == 0, proc.stderr
         assert sorted(_order(proc.stderr, "defrag")) == THREE, proc.stderr
         assert "NOSPACE alarm of member" in proc.stderr
