@@ -11,7 +11,7 @@ need=()
 for tool in dockerd docker-compose debootstrap ssh ip; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
-# apt-get download (the 3.4 release in the mirror) needs package lists too.
+# A fresh machine has no package lists yet: apt-get install needs them.
 if [ ${#need[@]} -gt 0 ] || ! apt-cache show etcd-server >/dev/null 2>&1; then
     echo "[setup] installing system packages (missing: ${need[*]:-none})"
     apt-get update -qq
@@ -30,6 +30,6 @@ if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
 fi
 rm -f "$log"
 
-echo "[setup] building the etcd release mirror (3.4.23, 3.5.0, 3.5.1)"
+echo "[setup] building the etcd release mirror (3.4.23, 3.5.0, 3.5.1, 3.5.16, 3.5.30)"
 "$VENV/bin/python" -m tests.lab.mirror build >/dev/null
 echo "[setup] done: $("$VENV/bin/etcd-deploy" --version)"

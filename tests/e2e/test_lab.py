@@ -54,7 +54,7 @@ def test_host_with_wrong_key_is_refused(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_mirror_serves_verified_real_etcd(release_mirror: str) -> None:
-    for version in ("3.4.23", "3.5.0", "3.5.1"):
+    for version in ("3.4.23", "3.5.0", "3.5.1", "3.5.16", "3.5.30"):
         name = f"etcd-v{version}-linux-amd64.tar.gz"
         sums = httpx.get(f"{release_mirror}/v{version}/SHA256SUMS").text
         expected = next(line.split()[0] for line in sums.splitlines() if line.endswith(name))

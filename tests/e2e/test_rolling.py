@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Cli, unit_started_at
 from tests.e2e.load import DownSampler, Writer, client_for, put_keys
@@ -63,6 +64,29 @@ def _wait_compacted_everywhere(client: httpx.Client, timeout: float = 30) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"compaction not applied everywhere: free {free}")
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("source", "target"), [("3.5.16", "3.5.30"), ("3.4.23", "3.5.30")])
+def test_upgrade_to_todays_3_5_under_load(make_cli, load_table, source: str, target: str) -> None:
+    """Real Debian builds of today's 3.5 (trixie's 3.5.16, sid's 3.5.30): a patch upgrade and
+    a minor one, a writer running through each, never two members down."""
+    cli = make_cli(3, version=source)
+    cli("up", check=True)
+    leader = _leader(cli)
+    writer = Writer(ENDPOINTS, _pki(cli)).start()
+    try:
+        with DownSampler(ENDPOINTS, _pki(cli)) as sampler:
+            proc = cli("upgrade", target, "--yes")
+    finally:
+        writer.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert sampler.most_down <= 1, sampler
+    order = _order(proc.stderr, "upgrade")
+    assert sorted(order) == THREE and order[-1] == leader, order
+    report = writer.verify(ENDPOINTS[0])
+    load_table.add(f"upgrade {source} -> {target}", report)
+    assert report.acknowledged > 100 and report.lost == []
+    assert {m["version"] for m in cli.status()["members"]} == {target}
 
 
 def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli, load_table) -> None:

