@@ -34,9 +34,15 @@ __all__ = [
 ]
 
 # Before a member leaves minor line (major, minor) for the next minor, it must run at least
-# this patch. 3.5 -> 3.6: etcd's 3.6 upgrade guide requires 3.5.26+ (latest guidance 3.5.32,
-# fixing the "too many learner members" upgrade failure and v2store/membership checks).
-MIN_SOURCE_PATCH: dict[tuple[int, int], int] = {(3, 5): 26}
+# this patch: upstream's upgrade guides, "Update 3.N" in each checklist.
+# - 3.5 -> 3.6: https://etcd.io/docs/v3.6/upgrades/upgrade_3_6/ (etcd-io/website
+#   content/en/docs/v3.6/upgrades/upgrade_3_6.md). The minimum moved as fixes landed: 3.5.20
+#   (the "too many learner members" failure), 3.5.26 (3.5.24-3.5.26 fix upgrade blockers),
+#   3.5.32 now.
+# - 3.6 -> 3.7: https://etcd.io/docs/v3.7/upgrades/upgrade_3_7/ (content/en/docs/v3.7/
+#   upgrades/upgrade_3_7.md): 3.6.11, "earlier 3.6 patch releases may not be compatible
+#   with a rolling upgrade to 3.7".
+MIN_SOURCE_PATCH: dict[tuple[int, int], int] = {(3, 5): 32, (3, 6): 11}
 
 
 @dataclass(frozen=True)
@@ -113,10 +119,12 @@ def check_upgrade_path(
             )
         need = MIN_SOURCE_PATCH.get(cur.minor_line)
         if need is not None and cur.patch < need:
+            minimum = f"{cur.major}.{cur.minor}.{need}"
             raise SafetyRefusal(
-                f"min-source-patch: etcd {cur} -> {tgt} needs every member on "
-                f"{cur.major}.{cur.minor}.{need} or later first; upgrade to the latest "
-                f"{cur.major}.{cur.minor}.x (patch upgrade), then to {tgt}"
+                f"min-source-patch: etcd {cur} -> {tgt} needs every member on {minimum} or "
+                f"later first (upstream's {cur.major}.{tgt.minor} upgrade guide): run "
+                f"`etcd-deploy upgrade {minimum}` (or a later {cur.major}.{cur.minor}.x) "
+                f"first, then upgrade to {tgt}"
             )
         kind = "minor"
 

@@ -114,7 +114,7 @@ def test_a_host_that_is_not_a_member_is_a_noop(tmp_path: Path) -> None:
     [
         ("3.5.17", "3.5.16", "no-downgrade: a member runs etcd 3.5.17, target is 3.5.16"),
         ("3.4.23", "3.6.0", "minor-one-at-a-time: etcd 3.4.23 -> 3.6.0 skips a minor version"),
-        ("3.5.17", "3.6.0", "min-source-patch: etcd 3.5.17 -> 3.6.0 needs every member on 3.5.26"),
+        ("3.5.17", "3.6.0", "min-source-patch: etcd 3.5.17 -> 3.6.0 needs every member on 3.5.32"),
         ("3.5.17", "4.0.0", "no-major-upgrade: etcd 3.5.17 -> 4.0.0 changes the major version"),
     ],
 )
@@ -125,8 +125,8 @@ def test_version_path_refusals(tmp_path: Path, current: str, target: str, rule: 
 
 
 def test_one_member_too_old_refuses_the_minor_jump(tmp_path: Path) -> None:
-    inv = make_inventory(tmp_path, version="3.5.26")
-    cluster = versions(inv, view(inv, version="3.5.26"), etcd3="3.5.20")
+    inv = make_inventory(tmp_path, version="3.5.32")
+    cluster = versions(inv, view(inv, version="3.5.32"), etcd3="3.5.20")
     reason, _, _ = refusal(plan_upgrade(inv, cluster, "3.6.0"))
     assert reason.startswith("min-source-patch: etcd 3.5.20 -> 3.6.0")
 

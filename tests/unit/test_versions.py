@@ -66,7 +66,7 @@ def test_known_bad() -> None:
     for text in ("3.5.3", "3.4.30", "3.6.0", "3.5.0-rc.1"):
         assert is_known_bad(text) is None
     assert is_known_bad(Version(3, 5, 1)) is not None
-    assert KNOWN_BAD and MIN_SOURCE_PATCH == {(3, 5): 26}
+    assert KNOWN_BAD and MIN_SOURCE_PATCH == {(3, 5): 32, (3, 6): 11}
 
 
 def test_fresh_install() -> None:
@@ -87,9 +87,10 @@ def test_patch_upgrades_are_free() -> None:
 
 def test_minor_upgrade_one_step() -> None:
     assert check_upgrade_path(["3.4.30"] * 3, "3.5.17", False).kind == "minor"
-    assert check_upgrade_path(["3.5.26"], "3.6.0", False).kind == "minor"
+    assert check_upgrade_path(["3.5.32"], "3.6.0", False).kind == "minor"
+    assert check_upgrade_path(["3.6.11"], "3.7.0", False).kind == "minor"
     # a half-done upgrade resumes
-    assert check_upgrade_path(["3.5.26", "3.6.1"], "3.6.1", False).kind == "minor"
+    assert check_upgrade_path(["3.5.32", "3.6.1"], "3.6.1", False).kind == "minor"
 
 
 def test_minor_skip_refused() -> None:
@@ -97,9 +98,22 @@ def test_minor_skip_refused() -> None:
         check_upgrade_path(["3.4.30"], "3.6.0", False)
 
 
-def test_min_source_patch() -> None:
-    with pytest.raises(SafetyRefusal, match=r"min-source-patch.*3\.5\.26"):
-        check_upgrade_path(["3.5.26", "3.5.25"], "3.6.0", False)
+@pytest.mark.parametrize(
+    ("currents", "target", "minimum"),
+    [
+        (["3.5.32", "3.5.31"], "3.6.0", "3.5.32"),  # one member short is enough to refuse
+        (["3.5.26"], "3.6.5", "3.5.32"),  # the guide's earlier minimum no longer does
+        (["3.6.0"], "3.7.0", "3.6.11"),
+        (["3.6.10", "3.6.11"], "3.7.1", "3.6.11"),
+    ],
+)
+def test_min_source_patch(currents: list[str], target: str, minimum: str) -> None:
+    with pytest.raises(SafetyRefusal) as refused:
+        check_upgrade_path(currents, target, False)
+    message = str(refused.value)
+    assert message.startswith("min-source-patch:")
+    assert f"on {minimum} or later first" in message
+    assert f"`etcd-deploy upgrade {minimum}`" in message
 
 
 def test_downgrade_refused() -> None:
