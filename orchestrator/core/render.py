@@ -41,6 +41,9 @@ RENAMED_IN_3_6: dict[str, str] = {
     "experimental-compaction-batch-limit": "compaction-batch-limit",
     "experimental-watch-progress-notify-interval": "watch-progress-notify-interval",
     "experimental-warning-apply-duration": "warning-apply-duration",
+    # not in 3.6's migration map, but deprecated there for this name and gone in 3.7
+    # (server/embed/config.go: "Deprecated: Use WarningUnaryRequestDuration")
+    "experimental-warning-unary-request-duration": "warning-unary-request-duration",
     "experimental-bootstrap-defrag-threshold-megabytes": "bootstrap-defrag-threshold-megabytes",
     "experimental-memory-mlock": "memory-mlock",
     "experimental-snapshot-catchup-entries": "snapshot-catchup-entries",

@@ -277,6 +277,17 @@ def test_36_renames_and_feature_gates() -> None:
     assert not [line for line in lines if line.startswith("ETCD_EXPERIMENTAL_")]
 
 
+def test_the_unary_request_warning_is_renamed_for_36_too() -> None:
+    """Deprecated in 3.6 (outside its migration map), gone in 3.7: its new name from 3.6 on."""
+    flags = {"experimental-warning-unary-request-duration": "300ms"}
+    assert resolve_flags(flags, parse_version("3.6.4")) == [
+        ("warning-unary-request-duration", "300ms")
+    ]
+    assert resolve_flags(flags, parse_version("3.5.30")) == [
+        ("experimental-warning-unary-request-duration", "300ms")
+    ]
+
+
 def test_new_names_spelled_experimental_before_36() -> None:
     flags = {"compaction-batch-limit": "1000", "experimental-initial-corrupt-check": "true"}
     assert resolve_flags(flags, parse_version("3.5.17")) == [
