@@ -30,21 +30,31 @@ def check_local_ssh_files(inv: Inventory) -> None:
     for path in _ssh_config_paths(inv):
         try:
             text = path.read_text()
-            _refuse_match_exec(path, text)
-            config = paramiko.SSHConfig.from_text(text)
-            for target in targets:
-                proxy = config.lookup(target).get("proxycommand", "none")
-                if proxy.lower() != "none":
-                    raise PreflightError(
-                        f"{path}: a ProxyCommand applies to {target}: etcd-deploy does not run "
-                        "proxy commands (one that fails leaves SSH spinning); use "
-                        "ssh.jump_host in the inventory, or ssh.config_file naming an "
-                        "ssh_config without it"
-                    )
-        except PreflightError:
-            raise
-        except Exception as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8
             raise PreflightError(f"{path}: unreadable ssh_config: {exc}") from None
+        for target, options in zip(targets, _options_for(path, text, targets), strict=True):
+            if options.get("proxycommand", "none").lower() != "none":
+                raise PreflightError(
+                    f"{path}: a ProxyCommand applies to {target}: etcd-deploy does not run "
+                    "proxy commands (one that fails leaves SSH spinning); use "
+                    "ssh.jump_host in the inventory, or ssh.config_file naming an "
+                    "ssh_config without it"
+                )
+
+
+def _options_for(path: Path, text: str, targets: list[str]) -> list[dict[str, str]]:
+    """What the ssh_config `text` (from `path`) sets for each target, read without running
+    anything: `Match exec` is refused first (a lookup would run it), and a file paramiko
+    cannot read is one PreflightError naming it."""
+    _refuse_match_exec(path, text)
+    import paramiko
+
+    # paramiko raises assorted types for a bad file (ConfigParseError, ValueError...).
+    try:
+        config = paramiko.SSHConfig.from_text(text)
+        return [dict(config.lookup(target)) for target in targets]
+    except Exception as exc:
+        raise PreflightError(f"{path}: unreadable ssh_config: {exc}") from None
 
 
 _USER_SSH_CONFIG = "~/.ssh/config"
@@ -80,19 +90,14 @@ def behind_jump_host(inv: Inventory) -> bool:
     for path in _ssh_config_paths(inv):
         try:
             text = path.read_text()
-        except OSError:
+        except (OSError, ValueError):  # check_local_ssh_files reports it if SSH is used
             continue
         if "proxyjump" not in text.lower():
             continue  # most configs: no need to import paramiko to know
-        _refuse_match_exec(path, text)  # a lookup would run it
-        import paramiko
-
-        # paramiko raises assorted types for a bad file, as in check_local_ssh_files
-        try:
-            config = paramiko.SSHConfig.from_text(text)
-            jumps = [config.lookup(h.address).get("proxyjump", "none") for h in inv.hosts]
-        except Exception as exc:
-            raise PreflightError(f"{path}: unreadable ssh_config: {exc}") from None
-        if any(jump.lower() != "none" for jump in jumps):
+        addresses = [h.address for h in inv.hosts]
+        if any(
+            o.get("proxyjump", "none").lower() != "none"
+            for o in _options_for(path, text, addresses)
+        ):
             return True
     return False
