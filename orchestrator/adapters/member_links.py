@@ -51,7 +51,6 @@ class MemberLinks(httpcore.NetworkBackend):
         self.setting = inv.ssh.etcd_api
         self._inv = inv
         self._hosts = {_key(h.etcd_address): h for h in inv.hosts}
-        self._relays = [h.name for h in inv.hosts]
         self._conn = conn
         self._info = info
         self._behind_jump_host = behind_jump_host
@@ -105,9 +104,7 @@ class MemberLinks(httpcore.NetworkBackend):
                 if on_host is not None:
                     on_host.close()
                 if api_route.verdict(self.setting, _failure(exc), answer) is Verdict.BLOCKED:
-                    return api_route.blocked_message(
-                        host.name, host.etcd_address, port, _reason(exc.__cause__ or exc)
-                    )
+                    return _blocked_line(host, port, exc)
             return None
 
         with ThreadPoolExecutor(max_workers=min(16, len(self._inv.hosts))) as pool:
@@ -138,7 +135,6 @@ class MemberLinks(httpcore.NetworkBackend):
         self, member: Host, port: int, timeout: float | None, exc: Exception
     ) -> httpcore.NetworkStream:
         failure = _failure(exc)
-        reason = _reason(exc.__cause__ or exc)
         answer, on_host = self._on_host(member, port, timeout)
         if failure is DirectFailure.REFUSED and on_host is not None:
             # etcd may have started listening between the two tries: straight once more
@@ -155,14 +151,14 @@ class MemberLinks(httpcore.NetworkBackend):
         if decision is Verdict.DOWN:
             raise exc
         if decision is Verdict.BLOCKED:
-            raise EtcdPortBlocked(
-                api_route.blocked_message(member.name, member.etcd_address, port, reason)
-            ) from None
+            raise EtcdPortBlocked(_blocked_line(member, port, exc)) from None
         with self._mutex:
             switched, self._path = self._path is not Path.SSH, Path.SSH
         self._warm_once()
         if switched:
-            self._info(api_route.fallback_message(member.name, member.etcd_address, port, reason))
+            self._info(
+                api_route.fallback_message(member.name, member.etcd_address, port, _reason(exc))
+            )
         if on_host is None:  # the port is closed on the host too: etcd does not serve yet
             raise exc
         return on_host
@@ -196,7 +192,7 @@ class MemberLinks(httpcore.NetworkBackend):
         host (a member the inventory forgot) is reached from the first host SSH reaches."""
         from orchestrator.adapters.transport import TunnelForbidden, TunnelRefused
 
-        relays = [member.name] if member else self._relays
+        relays = [member.name] if member else [h.name for h in self._inv.hosts]
         problems = []
         for name in relays:
             try:
@@ -216,7 +212,7 @@ class MemberLinks(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         from orchestrator.adapters.channel_stream import ChannelStream
 
-        return ChannelStream(self._conn(name).tunnel(address, port, timeout or 10))
+        return ChannelStream(self._conn(name).tunnel(address, port, timeout))
 
 
 def _failure(exc: Exception) -> DirectFailure:
@@ -231,6 +227,12 @@ def _key(address: str) -> str:
     return address.strip("[]").lower()
 
 
-def _reason(error: BaseException) -> str:
+def _reason(exc: Exception) -> str:
+    """Why a direct connect failed, in a few words (its OSError's, when there is one)."""
+    error = exc.__cause__ or exc
     text = getattr(error, "strerror", None) or str(error)
     return text or type(error).__name__
+
+
+def _blocked_line(member: Host, port: int, exc: Exception) -> str:
+    return api_route.blocked_message(member.name, member.etcd_address, port, _reason(exc))

@@ -200,7 +200,7 @@ class HostConnection:
         if conn is not None:
             conn.close()
 
-    def tunnel(self, address: str, port: int, timeout: float) -> paramiko.Channel:
+    def tunnel(self, address: str, port: int, timeout: float | None = None) -> paramiko.Channel:
         """A TCP connection from the host to address:port, carried by this SSH connection
         (a direct-tcpip channel, what `ssh -L` uses: nothing runs on the host for it).
 
@@ -217,7 +217,7 @@ class HostConnection:
                 "direct-tcpip",
                 (address.strip("[]"), port),
                 ("127.0.0.1", 0),
-                timeout=max(timeout, CONNECT_TIMEOUT),  # one round trip; refusals are quick
+                timeout=max(timeout or 0.0, CONNECT_TIMEOUT),  # one round trip; refusals are quick
             )
         except paramiko.ChannelException as exc:
             if exc.code == _OPEN_ADMINISTRATIVELY_PROHIBITED:
@@ -250,9 +250,12 @@ class HostConnection:
         quiet: bool = False,
         progress: Callable[[int, int], None] | None = None,
         side: bool = False,
+        sinks: tuple[Callable[[bytes], object], Callable[[bytes], object]] | None = None,
     ) -> CommandResult:
         """Run a shell script on the host. Secrets travel only on stdin, never in `script`;
-        `stdin` may come in parts, sent one after the other (no copy joins them).
+        `stdin` may come in parts, sent one after the other (no copy joins them). With
+        `sinks` (stdout's, stderr's), output goes there as it comes (`stream`) and the
+        result's stdout and stderr are empty.
 
         `side`: a command from another thread beside the run's own (the lock renewal): its
         failure never closes the connection under the run's commands, nor is it counted."""
@@ -265,7 +268,7 @@ class HostConnection:
         if not side:
             self.counters.commands += 1
         try:
-            code, out, err = self._exec(command, parts, timeout, progress)
+            code, out, err = self._exec(command, parts, timeout, progress, sinks)
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             if not side:
                 self.close()
@@ -292,17 +295,7 @@ class HostConnection:
     ) -> int:
         """Run a script whose output goes to `sinks` (stdout's, stderr's) as it comes, for an
         operator's command; returns its exit code."""
-        self.open()
-        self.log(f"$ {script.strip()}")
-        self.counters.commands += 1
-        try:
-            code, _, _ = self._exec(self.wrap(script), None, timeout, None, sinks)
-        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
-            self.close()
-            raise TransportError(
-                self.name, f"command broke off ({exc.__class__.__name__}: {exc})"
-            ) from None
-        return code
+        return self.run(script, check=False, timeout=timeout, sinks=sinks).exit_code
 
     def _exec(
         self,
