@@ -69,9 +69,7 @@ class Bench:
         self.inventory = tmp / "inventory.toml"
 
     def write_inventory(self, hosts: int, etcd_api: str = "auto") -> None:
-        self.lab.inventory(self.inventory, hosts, release_url=self.mirror)
-        text = self.inventory.read_text()
-        self.inventory.write_text(text.replace("[ssh]\n", f'[ssh]\netcd_api = "{etcd_api}"\n'))
+        self.lab.inventory(self.inventory, hosts, release_url=self.mirror, etcd_api=etcd_api)
 
     def cli(self, name: str, hosts: int, *args: str, floor: str = "") -> float:
         """Time one CLI run (recorded under `name`)."""

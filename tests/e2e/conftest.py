@@ -186,10 +186,8 @@ def _cli_maker(
             release_url=mirror,
             extra=extra,
             jump_host=jump_host,
+            etcd_api=api,
         )
-        if api is not None:
-            text = inventory.read_text().replace("[ssh]\n", f'[ssh]\netcd_api = "{api}"\n', 1)
-            inventory.write_text(text)
         return Cli(inventory, env, prefix)
 
     return make

@@ -405,21 +405,24 @@ class Lab:
         cluster: str = "lab",
         extra: str = "",
         jump_host: str | None = None,
+        etcd_api: str | None = None,
     ) -> Path:
         """Write a ready inventory for the first `count` hosts (known_hosts refreshed first).
 
         `jump_host`: the host every SSH connection goes through, written to [ssh]: a lab
         host's name (`"bastion"` gives `root@172.29.50.30`) or `[user@]address` as is.
+        `etcd_api`: written as [ssh] etcd_api when given (the CLI checks its value).
         """
         self.write_known_hosts()
         release = f'release_url = "{release_url}"\n' if release_url else ""
         jump = f'jump_host = "{self._jump_spec(jump_host)}"\n' if jump_host else ""
+        api = f'etcd_api = "{etcd_api}"\n' if etcd_api is not None else ""
         text = (
             "# Inventory for the etcd-deploy test lab "
             "(written by `python -m tests.lab inventory`).\n"
             f'[cluster]\nname = "{cluster}"\netcd_version = "{version}"\n{release}{extra}\n'
             f'[ssh]\nuser = "root"\nidentity_file = "{self.key}"\n'
-            f'known_hosts = "{self.known_hosts}"\n{jump}'
+            f'known_hosts = "{self.known_hosts}"\n{jump}{api}'
         )
         for h in self.hosts(count):
             text += f'\n[[hosts]]\nname = "{h.name}"\naddress = "{h.address}"\n'

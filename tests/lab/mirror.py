@@ -42,6 +42,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
 
+from orchestrator.core.rules import parse_version
 from tests.lab.driver import _debian_mirror
 
 ARCH = "amd64"
@@ -357,8 +358,7 @@ _VERSION_PATTERNS = {
 
 def _required_binaries(version: str) -> tuple[str, ...]:
     """etcd and etcdctl; etcdutl too from 3.5 on (3.4 did not have it)."""
-    major, minor = (int(n) for n in version.split(".")[:2])
-    return BINARIES if (major, minor) >= (3, 5) else BINARIES[:2]
+    return BINARIES if parse_version(version).minor_line >= (3, 5) else BINARIES[:2]
 
 
 def _check_binaries(binaries: dict[str, Path], version: str) -> None:
