@@ -37,7 +37,12 @@ from orchestrator.core.inventory_schema import (
     unknown_key,
 )
 from orchestrator.core.inventory_values import HOST_NAME, check_sans
-from orchestrator.core.rules import is_known_bad, needs_release_pin, redact_url
+from orchestrator.core.rules import (
+    is_known_bad,
+    needs_release_pin,
+    redact_url,
+    version_advisories,
+)
 
 
 def parse_inventory(text: str, path: Path | str) -> Inventory:
@@ -341,4 +346,8 @@ def _warnings(cluster: Cluster, hosts: tuple[Host, ...]) -> tuple[str, ...]:
     bad = is_known_bad(cluster.etcd_version)
     if bad:
         found.append(f"etcd {cluster.etcd_version} is a known-bad release: {bad}")
+    found += [
+        f"etcd_version {cluster.etcd_version}: {a}"
+        for a in version_advisories(cluster.etcd_version)
+    ]
     return tuple(found)

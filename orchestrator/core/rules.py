@@ -219,13 +219,41 @@ KNOWN_BAD: tuple[tuple[Version, Version, str], ...] = (
 )
 
 
+# Inclusive ranges of releases that work but deserve a warning wherever they are deployed
+# or kept (the inventory's version, an upgrade's target), with what to do about it.
+ADVISORIES: tuple[tuple[Version, Version, str], ...] = (
+    (
+        Version(3, 4, 0),
+        Version(3, 4, 999),
+        "etcd 3.4 reached its end of life in 2026 and gets no more fixes "
+        "(https://etcd.io/docs/v3.6/op-guide/versioning/); upgrade to 3.5 "
+        "(`etcd-deploy upgrade 3.5.N`)",
+    ),
+    (
+        Version(3, 5, 1),
+        Version(3, 5, 19),
+        "etcd 3.5.1-3.5.19 record a learner's promotion in the v2 store only "
+        "(etcd-io/etcd#19557): a later upgrade to 3.6 can find the promoted members still "
+        'learners and fail with "too many learner members"; fixed in 3.5.20, so use 3.5.20 '
+        "or later (`etcd-deploy upgrade 3.5.N`)",
+    ),
+)
+
+
+def _in_ranges(v: Version | str, ranges: tuple[tuple[Version, Version, str], ...]) -> list[str]:
+    ver = v if isinstance(v, Version) else parse_version(v)
+    return [text for low, high, text in ranges if low <= ver <= high]
+
+
 def is_known_bad(v: Version | str) -> str | None:
     """The reason `v` must not be deployed, or None."""
-    ver = v if isinstance(v, Version) else parse_version(v)
-    for low, high, reason in KNOWN_BAD:
-        if low <= ver <= high:
-            return reason
-    return None
+    found = _in_ranges(v, KNOWN_BAD)
+    return found[0] if found else None
+
+
+def version_advisories(v: Version | str) -> tuple[str, ...]:
+    """What to warn about a release that may be deployed (`ADVISORIES`), oldest rule first."""
+    return tuple(_in_ranges(v, ADVISORIES))
 
 
 def version_problem(text: str) -> str | None:

@@ -19,6 +19,7 @@ from orchestrator.core.rules import (
     check_version,
     is_known_bad,
     parse_version,
+    version_advisories,
 )
 
 __all__ = [
@@ -88,6 +89,7 @@ def check_upgrade_path(
                 "(override with the allow-known-bad option only for tests)"
             )
         warnings.append(f"deploying known-bad etcd {tgt} because it was explicitly allowed: {bad}")
+    warnings += [f"etcd {tgt}: {advisory}" for advisory in version_advisories(tgt)]
 
     currents = sorted({parse_version(v) for v in current_versions})
     if not currents:

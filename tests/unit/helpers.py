@@ -21,7 +21,7 @@ CA_PEM = b"-----BEGIN CERTIFICATE-----\nfake CA\n-----END CERTIFICATE-----\n"
 def make_inventory(
     tmp_path: Path,
     *,
-    version: str = "3.5.17",
+    version: str = "3.5.30",
     hosts: int = 3,
     flags: dict[str, str] | None = None,
     **cluster: str,

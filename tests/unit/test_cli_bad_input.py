@@ -76,7 +76,7 @@ LOG_LINE = re.compile(r"\d\d:\d\d:\d\d (DEBUG|INFO|WARN|ERROR|OK) ")
 VALID_INVENTORY = """\
 [cluster]
 name = "demo"
-etcd_version = "3.5.17"
+etcd_version = "3.5.30"
 release_url = "mirror"
 client_port = {etcd_port}
 
@@ -443,9 +443,9 @@ FAKE_FILES = {
 
 @pytest.fixture
 def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A tiny mirror with 3.5.17 only, served on 127.0.0.1: (url, its folder)."""
+    """A tiny mirror with 3.5.30 only, served on 127.0.0.1: (url, its folder)."""
     root = tmp_path / "mirror"
-    write_release(root, "3.5.17", FAKE_FILES)
+    write_release(root, "3.5.30", FAKE_FILES)
     with serve_mirror(root) as url:
         yield url, root
 
@@ -491,7 +491,7 @@ def test_release_server_down(tmp_path: Path) -> None:
     closed = ClosedPort()
     try:
         url = f"http://127.0.0.1:{closed.port}/releases"
-        message = _fetch_error(url, "3.5.17", tmp_path / "cache")
+        message = _fetch_error(url, "3.5.30", tmp_path / "cache")
     finally:
         closed.close()
-    assert f"cannot connect to {url}/v3.5.17/SHA256SUMS" in message
+    assert f"cannot connect to {url}/v3.5.30/SHA256SUMS" in message

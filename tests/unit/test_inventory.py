@@ -41,7 +41,7 @@ REPO = HERE.parent.parent
 MINIMAL = """\
 [cluster]
 name = "demo"
-etcd_version = "3.5.17"
+etcd_version = "3.5.30"
 
 [ssh]
 known_hosts = "known_hosts"
@@ -63,7 +63,7 @@ COMMENTED = """\
 # Production etcd for the payments team.
 [cluster]
 name = "demo"                # do not rename
-etcd_version = "3.5.17"      # bumped by upgrade
+etcd_version = "3.5.30"      # bumped by upgrade
 
 [cluster.flags]
 heartbeat-interval = 100     # ms, ~RTT
@@ -167,7 +167,7 @@ def test_minimal_inventory_gets_every_default(tmp_path: Path) -> None:
     assert inv.path == tmp_path / "inventory.toml"
     assert (c.name, c.etcd_version, c.release_url) == (
         "demo",
-        Version(3, 5, 17),
+        Version(3, 5, 30),
         DEFAULT_RELEASE_URL,
     )
     assert (c.client_port, c.peer_port) == (2379, 2380)
@@ -309,7 +309,7 @@ def test_relative_paths_use_the_inventory_folder_not_cwd(
     (inv_dir / "keys" / "id").touch()
     (inv_dir / "releases").mkdir()
     text = MINIMAL.replace("[ssh]\n", '[ssh]\nidentity_file = "keys/id"\n').replace(
-        'etcd_version = "3.5.17"\n', 'etcd_version = "3.5.17"\nrelease_url = "releases"\n'
+        'etcd_version = "3.5.30"\n', 'etcd_version = "3.5.30"\nrelease_url = "releases"\n'
     )
     path = write(inv_dir, text)
     elsewhere = tmp_path / "elsewhere"
@@ -333,7 +333,7 @@ def test_relative_paths_use_the_inventory_folder_not_cwd(
     ],
 )
 def test_release_url_forms(tmp_path: Path, given: str, stored: str) -> None:
-    text = MINIMAL.replace('"3.5.17"\n', f'"3.5.17"\nrelease_url = "{given}"\n')
+    text = MINIMAL.replace('"3.5.30"\n', f'"3.5.30"\nrelease_url = "{given}"\n')
     assert load_inventory(write(tmp_path, text)).cluster.release_url == stored
 
 
@@ -460,22 +460,29 @@ def test_even_member_count_warns(tmp_path: Path, count: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "warns"),
+    ("version", "expected"),
     [
-        ("3.5.0", True),
-        ("3.5.1", True),
-        ("3.5.2", True),
-        ("3.5.3", False),
-        ("3.4.2", False),
-        ("3.6.0", False),
+        ("3.4.2", ["end of life"]),
+        ("3.4.23", ["end of life"]),
+        ("3.5.0", ["etcd-io/etcd#13766"]),
+        ("3.5.1", ["etcd-io/etcd#13766", "etcd-io/etcd#19557"]),
+        ("3.5.2", ["etcd-io/etcd#13766", "etcd-io/etcd#19557"]),
+        ("3.5.3", ["etcd-io/etcd#19557"]),
+        ("3.5.19", ["etcd-io/etcd#19557"]),
+        ("3.5.20", []),
+        ("3.5.30", []),
+        ("3.6.0", []),
     ],
 )
-def test_known_bad_versions_warn(tmp_path: Path, version: str, warns: bool) -> None:
-    inv = load_inventory(write(tmp_path, MINIMAL.replace("3.5.17", version)))
-    assert bool(inv.warnings) == warns
-    if warns:
-        assert "etcd-io/etcd#13766" in inv.warnings[0]
-        assert version in inv.warnings[0]
+def test_version_warnings_at_load(tmp_path: Path, version: str, expected: list[str]) -> None:
+    """Known-bad releases, 3.4's end of life and the learner-promotion bug each warn once,
+    naming the version; a release with none of them is quiet."""
+    inv = load_inventory(write(tmp_path, MINIMAL.replace("3.5.30", version)))
+    assert len(inv.warnings) == len(expected)
+    for warning, marker in zip(inv.warnings, expected, strict=True):
+        assert marker in warning and version in warning
+    if "etcd-io/etcd#19557" in expected:
+        assert "fixed in 3.5.20" in inv.warnings[-1]
 
 
 # --------------------------------------------------------------------------- write-back
@@ -603,18 +610,18 @@ def test_removing_the_last_remaining_host_is_refused(tmp_path: Path) -> None:
 
 def test_set_cluster_key_keeps_the_comment(tmp_path: Path) -> None:
     path = write(tmp_path, COMMENTED)
-    set_cluster_key_in_file(path, "etcd_version", "3.5.18")
+    set_cluster_key_in_file(path, "etcd_version", "3.5.31")
     text = path.read_text()
-    assert text == COMMENTED.replace('"3.5.17"      #', '"3.5.18"      #')
-    assert load_inventory(path).cluster.etcd_version == Version(3, 5, 18)
+    assert text == COMMENTED.replace('"3.5.30"      #', '"3.5.31"      #')
+    assert load_inventory(path).cluster.etcd_version == Version(3, 5, 31)
 
 
 def test_edits_are_text_in_text_out_and_write_a_version_as_a_string() -> None:
     path = Path("/srv/inventory.toml")  # only named in errors: the edits touch no file
-    edited = with_cluster_key(COMMENTED, path, "etcd_version", Version(3, 5, 18))
-    assert edited == COMMENTED.replace('"3.5.17"      #', '"3.5.18"      #')
+    edited = with_cluster_key(COMMENTED, path, "etcd_version", Version(3, 5, 31))
+    assert edited == COMMENTED.replace('"3.5.30"      #', '"3.5.31"      #')
     crlf = "\ufeff" + COMMENTED.replace("\n", "\r\n")
-    assert with_cluster_key(crlf, path, "etcd_version", "3.5.18") == "\ufeff" + edited.replace(
+    assert with_cluster_key(crlf, path, "etcd_version", "3.5.31") == "\ufeff" + edited.replace(
         "\n", "\r\n"
     )
 
@@ -623,7 +630,7 @@ def test_set_new_cluster_key_goes_before_the_flags_table(tmp_path: Path) -> None
     path = write(tmp_path, COMMENTED)
     set_cluster_key_in_file(path, "cert_days", 30)
     text = path.read_text()
-    assert 'etcd_version = "3.5.17"      # bumped by upgrade\ncert_days = 30\n' in text
+    assert 'etcd_version = "3.5.30"      # bumped by upgrade\ncert_days = 30\n' in text
     assert load_inventory(path).cluster.cert_days == 30
     assert load_inventory(path).cluster.flags == {"heartbeat-interval": "100"}
 
@@ -631,7 +638,7 @@ def test_set_new_cluster_key_goes_before_the_flags_table(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("etcd_version", "v3.5.18", "cluster.etcd_version: write the version without"),
+        ("etcd_version", "v3.5.31", "cluster.etcd_version: write the version without"),
         ("client_port", "2379", "cluster.client_port: must be an integer"),
         ("colour", "blue", "cluster.colour: unknown key 'colour'"),
     ],
@@ -662,9 +669,9 @@ def test_write_back_keeps_crlf_line_endings(tmp_path: Path) -> None:
     path = tmp_path / "inventory.toml"
     (tmp_path / "known_hosts").touch()
     path.write_bytes(COMMENTED.replace("\n", "\r\n").encode())
-    set_cluster_key_in_file(path, "etcd_version", "3.5.18")
+    set_cluster_key_in_file(path, "etcd_version", "3.5.31")
     data = path.read_bytes()
-    assert b"3.5.18" in data
+    assert b"3.5.31" in data
     assert b"\n" not in data.replace(b"\r\n", b"")
 
 
@@ -709,7 +716,7 @@ REPRODUCTIONS: list[tuple[str, str, str]] = [
     ("[ssh]\n", "[ssh]\njump_host = 'admin@192.0.2.13:22'\n", "is hosts[2] (etcd3) itself"),
 ]
 REPRODUCTIONS += [
-    ('"3.5.17"', f'"{version}"', message)
+    ('"3.5.30"', f'"{version}"', message)
     for version, message in (("3.3.25", "is not supported"), ("3.6.0-rc.1", "is a pre-release"))
 ]
 REPRODUCTIONS += [

@@ -27,7 +27,7 @@ from tests.unit.helpers import (
     wanted_files,
 )
 
-VERSION = "3.5.17"
+VERSION = "3.5.30"
 
 
 def plan_for(
@@ -440,7 +440,7 @@ def test_a_symlink_at_a_wanted_path_is_replaced_never_read(inv: Inventory) -> No
         inv.hosts[0],
         files,
         facts,
-        version=parse_version("3.5.17"),
+        version=parse_version("3.5.30"),
         member=True,
         bootstrap=False,
     )

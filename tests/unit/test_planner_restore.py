@@ -70,10 +70,10 @@ def test_a_typical_restore_onto_a_cluster_of_ours(inv: Inventory) -> None:
         "machine, before anything stops)",
         "[certs] issue what each host lacks from the local CA (a CA is made when there is "
         "none; valid certs are reused) (the new cluster's members)",
-        "[release] fetch etcd 3.5.17 for x86_64, verified (before any host changes; only "
+        "[release] fetch etcd 3.5.30 for x86_64, verified (before any host changes; only "
         "when a host lacks it)",
         *(
-            f"[install {n}] etcd 3.5.17, its certs and config for member {n} of a new "
+            f"[install {n}] etcd 3.5.30, its certs and config for member {n} of a new "
             "cluster (only what differs from the host's files)"
             for n in names
         ),

@@ -103,7 +103,7 @@ def test_a_converged_cluster_has_nothing_to_do(inv: Inventory) -> None:
     plan = plan_up(inv, observed(inv, running(inv), view(inv)))
     assert plan.steps == () and plan.exit_code == 0
     assert [n.host for n in plan.noops] == ["etcd1", "etcd2", "etcd3"]
-    assert plan.lines()[0].startswith("etcd1: no changes (etcd 3.5.17 already installed")
+    assert plan.lines()[0].startswith("etcd1: no changes (etcd 3.5.30 already installed")
 
 
 def test_a_changed_flag_restarts_every_member_rolling(tmp_path: Path) -> None:

@@ -86,11 +86,11 @@ def test_a_member_already_at_the_target_is_still_rolled_saying_so(tmp_path: Path
 def test_every_member_at_the_target_and_the_inventory_too_changes_nothing(
     tmp_path: Path,
 ) -> None:
-    inv = make_inventory(tmp_path, version="3.5.17")
-    plan = plan_upgrade(inv, view(inv), "3.5.17")
+    inv = make_inventory(tmp_path, version="3.5.30")
+    plan = plan_upgrade(inv, view(inv), "3.5.30")
     assert plan.steps == () and plan.exit_code == 0
-    assert plan.noops == (Noop(None, "every member already runs etcd 3.5.17"),)
-    assert plan.lines() == ["= every member already runs etcd 3.5.17"]
+    assert plan.noops == (Noop(None, "every member already runs etcd 3.5.30"),)
+    assert plan.lines() == ["= every member already runs etcd 3.5.30"]
 
 
 def test_every_member_at_the_target_only_the_inventory_changes(tmp_path: Path) -> None:
@@ -145,8 +145,31 @@ def test_known_bad_target_allowed_goes_ahead_with_a_warning(tmp_path: Path) -> N
     inv = make_inventory(tmp_path, version="3.4.23")
     plan = plan_upgrade(inv, view(inv, version="3.4.23"), "3.5.1", allow_known_bad=True)
     assert plan.refusals == () and len([s for s in plan.steps if s.rolling]) == 3
+    known_bad, advisory = plan.warnings
+    assert known_bad.startswith("deploying known-bad etcd 3.5.1 because it was explicitly allowed")
+    assert advisory.startswith("etcd 3.5.1: ") and "etcd-io/etcd#19557" in advisory
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "marker"),
+    [
+        ("3.4.22", "3.4.23", "end of life"),
+        ("3.5.16", "3.5.19", "fixed in 3.5.20"),
+    ],
+)
+def test_a_target_with_an_advisory_goes_ahead_with_it_as_a_warning(
+    tmp_path: Path, source: str, target: str, marker: str
+) -> None:
+    inv = make_inventory(tmp_path, version=source)
+    plan = plan_upgrade(inv, view(inv, version=source), target)
+    assert plan.refusals == () and len([s for s in plan.steps if s.rolling]) == 3
     (warning,) = plan.warnings
-    assert warning.startswith("deploying known-bad etcd 3.5.1 because it was explicitly allowed")
+    assert warning.startswith(f"etcd {target}: ") and marker in warning
+
+
+def test_a_target_without_an_advisory_warns_nothing(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, version="3.5.16")
+    assert plan_upgrade(inv, view(inv, version="3.5.16"), "3.5.30").warnings == ()
 
 
 def test_an_unhealthy_cluster_is_refused_with_exit_6(tmp_path: Path) -> None:

@@ -204,7 +204,7 @@ def test_inventory_and_upgrade_say_the_same(tmp_path: Path, text: str) -> None:
 def test_known_bad_range_warns_at_load(tmp_path: Path) -> None:
     inv = make_inventory(tmp_path, version="3.5.2")
     assert any("known-bad" in w and "etcd-io/etcd#13766" in w for w in inv.warnings)
-    assert make_inventory(tmp_path, version="3.5.3").warnings == ()
+    assert make_inventory(tmp_path, version="3.5.20").warnings == ()
 
 
 # --------------------------------------------------------------------------- releases
@@ -254,13 +254,13 @@ def test_release_pins(tmp_path: Path) -> None:
     assert "64 hex digits" in (release_pin_problem("3.5.17/amd64", "ab") or "")
     base = make_inventory(tmp_path).path.read_text()
     pinned = base.replace(
-        'etcd_version = "3.5.17"\n',
-        'etcd_version = "3.5.17"\nrelease_url = "http://192.0.2.1/etcd"\n'
-        f'release_sha256 = {{ "3.5.17/arm64" = "{"CD" * 32}" }}\n',
+        'etcd_version = "3.5.30"\n',
+        'etcd_version = "3.5.30"\nrelease_url = "http://192.0.2.1/etcd"\n'
+        f'release_sha256 = {{ "3.5.30/arm64" = "{"CD" * 32}" }}\n',
     )
     path = tmp_path / "pinned.toml"
     path.write_text(pinned)
-    assert load_inventory(path).cluster.release_pin("3.5.17", "arm64") == "cd" * 32
-    path.write_text(pinned.replace("3.5.17/arm64", "3.5.18/arm64"))
+    assert load_inventory(path).cluster.release_pin("3.5.30", "arm64") == "cd" * 32
+    path.write_text(pinned.replace("3.5.30/arm64", "3.5.31/arm64"))
     with pytest.raises(InventoryError, match=r"cluster\.release_url: .* is plain http://"):
         load_inventory(path)

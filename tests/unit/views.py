@@ -29,7 +29,7 @@ def view(
     extra: Collection[Member] = (),
     db_size: int = 100 << 20,
     db_in_use: int = 40 << 20,
-    version: str = "3.5.17",
+    version: str = "3.5.30",
 ) -> ClusterView:
     names = list(members) if members is not None else [h.name for h in inv.hosts]
     leader = leader or next(n for n in names if n not in down and n not in learners)
