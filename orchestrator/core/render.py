@@ -64,8 +64,23 @@ FEATURE_GATES_3_6: dict[str, str] = {
     "experimental-enable-lease-checkpoint": "LeaseCheckpoint",
     "experimental-enable-lease-checkpoint-persist": "LeaseCheckpointPersist",
 }
-# Removed in 3.6 (v2 store and v2 proxy are gone); "proxy*" is matched as a prefix.
-REMOVED_IN_3_6: tuple[str, ...] = ("enable-v2", "experimental-enable-v2v3", "proxy")
+# Removed in 3.6 (the v2 store, the v2 API and the v2 proxy are gone; etcd v3.6
+# server/etcdmain/config.go against v3.5's), with what to do instead. "proxy" is a prefix.
+REMOVED_IN_3_6: dict[str, str] = {
+    "enable-v2": "the v2 API is gone: remove the key (the upgrade checks the v2 store first, "
+    "as upstream's 3.6 upgrade guide asks)",
+    "experimental-enable-v2v3": "the v2 emulation is gone: remove the key",
+    "proxy": "the v2 proxy is gone: remove the key (run `etcd grpc-proxy` apart if you need "
+    "a proxy)",
+}
+# Removed in 3.7 beyond the experimental-* flags (renamed above): the v2 discovery proxy
+# (CHANGELOG-3.7, etcd v3.7 server/etcdmain/config.go).
+REMOVED_IN_3_7: dict[str, str] = {
+    "discovery-proxy": "v2 discovery is gone: remove the key",
+}
+V3_7 = Version(3, 7, 0)
+# The first 3.5 with --experimental-compact-hash-check-enabled (CHANGELOG-3.5, v3.5.5).
+V3_5_COMPACT_HASH_CHECK = Version(3, 5, 5)
 
 # The leaf certs each host gets; `pki` issues them, `pki_paths` names their files.
 HOST_CERT_KINDS: tuple[str, ...] = (
@@ -112,8 +127,35 @@ def pki_paths(inv: Inventory) -> dict[str, str]:
     return paths
 
 
-def _removed_in_3_6(flag: str) -> bool:
-    return flag in REMOVED_IN_3_6 or flag.startswith("proxy")
+def removed_flag_problem(flag: str, version: Version) -> str | None:
+    """Why etcd `version` no longer has --`flag` and what to do instead, or None."""
+    removed: list[tuple[Version, dict[str, str]]] = [(V3_6, REMOVED_IN_3_6), (V3_7, REMOVED_IN_3_7)]
+    for since, table in removed:
+        if version < since:
+            continue
+        for name, instead in table.items():
+            if flag == name or (name == "proxy" and flag.startswith("proxy")):
+                removed_in = f"{since.major}.{since.minor}"
+                return f"--{flag} was removed in etcd {removed_in} (target {version}): {instead}"
+    return None
+
+
+def default_flags(version: Version) -> dict[str, str]:
+    """Flags etcd-deploy sets unless [cluster.flags] sets the same flag or gate, spelled as
+    [cluster.flags] would (`resolve_flags` renames them for `version` like the user's).
+
+    - Corruption checks on (etcd leaves them off): at start a member compares its hash with
+      its peers' and refuses to serve on a mismatch (every 3.4+); the leader compares the
+      hashes of compacted revisions periodically and raises the CORRUPT alarm (3.5.5+).
+      From 3.6 on they are the feature gates InitialCorruptCheck and CompactHashCheck.
+    - 3.4 only: the zap logger and no v2 API (3.5 changed both defaults).
+    """
+    flags = {"experimental-initial-corrupt-check": "true"}
+    if version >= V3_5_COMPACT_HASH_CHECK:
+        flags["experimental-compact-hash-check-enabled"] = "true"
+    if version.minor_line == (3, 4):
+        flags |= {"logger": "zap", "enable-v2": "false"}
+    return flags
 
 
 def _flag_str(value: object) -> str:
@@ -140,12 +182,15 @@ def _split_gates(key: str, text: str) -> dict[str, str]:
 
 
 def resolve_flags(flags: Mapping[str, object], version: Version) -> list[tuple[str, str]]:
-    """[cluster.flags] as (flag name, value) for etcd `version`, sorted by flag name.
+    """`default_flags` and [cluster.flags] on top, as (flag name, value) for etcd
+    `version`, sorted by flag name.
 
-    Refuses managed flags, flags removed in the target version and values that cannot be
-    written to an EnvironmentFile. For 3.6+, deprecated `experimental-*` flags become their
-    new names or feature gates (merged into `feature-gates`); below 3.6 the new names of
-    renamed flags are written with their `experimental-` spelling.
+    Refuses managed flags, flags removed in the target version (naming what to do instead)
+    and values that cannot be written to an EnvironmentFile. For 3.6+, deprecated
+    `experimental-*` flags become their new names or feature gates (merged into
+    `feature-gates`); below 3.6 the new names of renamed flags are written with their
+    `experimental-` spelling. A default gives way to a user key that sets the same flag or
+    gate.
     """
     new36 = version >= V3_6
     reverse = {v: k for k, v in RENAMED_IN_3_6.items()}
@@ -159,15 +204,18 @@ def resolve_flags(flags: Mapping[str, object], version: Version) -> list[tuple[s
             )
         out[flag] = (value, key)
 
+    def put_gate(gate: str, value: str, key: str) -> None:
+        if gate in gates:
+            raise UsageError(f"{key}: {gate} is also set by {gates[gate][1]}; keep one")
+        gates[gate] = (value, key)
+
     for raw_name, raw_value in flags.items():
         key = f"cluster.flags.{raw_name}"
         name = _normalize_flag(raw_name)
         value = _env_value(key, _flag_str(raw_value))
-        problem = flag_problem(name)
+        problem = flag_problem(name) or removed_flag_problem(name, version)
         if problem is not None:
             raise UsageError(f"{key}: {problem}")
-        if new36 and _removed_in_3_6(name):
-            raise UsageError(f"{key}: --{name} was removed in etcd 3.6; target is {version}")
         if name == "feature-gates":
             if not new36:
                 raise UsageError(
@@ -175,18 +223,17 @@ def resolve_flags(flags: Mapping[str, object], version: Version) -> list[tuple[s
                     "experimental-* flags instead"
                 )
             for gate, val in _split_gates(key, value).items():
-                if gate in gates:
-                    raise UsageError(f"{key}: {gate} is also set by {gates[gate][1]}; keep one")
-                gates[gate] = (val, key)
-            continue
+                put_gate(gate, val, key)
+        elif new36 and name in FEATURE_GATES_3_6:
+            put_gate(FEATURE_GATES_3_6[name], value, key)
+        else:
+            put(RENAMED_IN_3_6.get(name, name) if new36 else reverse.get(name, name), value, key)
+
+    for name, value in default_flags(version).items():
         if new36 and name in FEATURE_GATES_3_6:
-            gate = FEATURE_GATES_3_6[name]
-            if gate in gates:
-                raise UsageError(f"{key}: {gate} is also set by {gates[gate][1]}; keep one")
-            gates[gate] = (value, key)
-            continue
-        name = RENAMED_IN_3_6.get(name, name) if new36 else reverse.get(name, name)
-        put(name, value, key)
+            gates.setdefault(FEATURE_GATES_3_6[name], (value, "default"))
+        else:
+            out.setdefault(RENAMED_IN_3_6.get(name, name) if new36 else name, (value, "default"))
 
     if gates:
         first_key = min(k for _, k in gates.values())
@@ -261,16 +308,8 @@ def render_etcd_env(
         f"ETCD_PEER_KEY_FILE={pki['peer.key']}",
         "ETCD_STRICT_RECONFIG_CHECK=true",
     ]
-    user = resolve_flags(c.flags, version)
-    user_names = {flag for flag, _ in user}
-    if version.minor_line == (3, 4):
-        # 3.4 defaults to the capnslog logger and the v2 API; 3.5 changed both defaults.
-        for flag, value in (("logger", "zap"), ("enable-v2", "false")):
-            if flag not in user_names:
-                lines.append(f"{_env_name(flag)}={value}")
-    if user:
-        lines.append("# [cluster.flags]")
-        lines += [f"{_env_name(flag)}={value}" for flag, value in user]
+    lines.append("# etcd-deploy's defaults and [cluster.flags]")
+    lines += [f"{_env_name(flag)}={value}" for flag, value in resolve_flags(c.flags, version)]
     return "\n".join(lines) + "\n"
 
 

@@ -209,10 +209,10 @@ def test_env_flag_change_shows_a_diff_and_restarts(tmp_path: Path) -> None:
     assert change.diff == (
         "--- /etc/etcd/etcd.env (host)\n"
         "+++ /etc/etcd/etcd.env (wanted)\n"
-        "@@ -18,4 +18,4 @@\n"
-        " ETCD_PEER_KEY_FILE=/etc/etcd/pki/peer.key\n"
-        " ETCD_STRICT_RECONFIG_CHECK=true\n"
-        " # [cluster.flags]\n"
+        "@@ -20,4 +20,4 @@\n"
+        " # etcd-deploy's defaults and [cluster.flags]\n"
+        " ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED=true\n"
+        " ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK=true\n"
         "-ETCD_HEARTBEAT_INTERVAL=100\n"
         "+ETCD_HEARTBEAT_INTERVAL=200\n"
     )
@@ -230,7 +230,7 @@ def test_env_diff_also_shows_initial_lines_when_something_else_changed(tmp_path:
     (change,) = plan.files
     assert "-ETCD_INITIAL_CLUSTER_STATE=new\n" in change.diff
     assert "+ETCD_INITIAL_CLUSTER_STATE=existing\n" in change.diff
-    assert "+# [cluster.flags]\n+ETCD_QUOTA_BACKEND_BYTES=8589934592\n" in change.diff
+    assert "+ETCD_QUOTA_BACKEND_BYTES=8589934592\n" in change.diff
 
 
 def test_new_certs_on_a_running_member_need_no_restart(inv: Inventory) -> None:

@@ -82,6 +82,16 @@ FLAGS_35 = {
     "experimental-initial-corrupt-check": "true",
     "listen-metrics-urls": "http://127.0.0.1:2381",
 }
+# What an operator keeps in [cluster.flags] across 3.5 -> 3.6 -> 3.7: experimental names
+# (renamed, or turned into gates), a gate of their own, a corruption check turned off.
+FLAGS_36 = {
+    "quota-backend-bytes": "8589934592",
+    "experimental-compaction-batch-limit": "1000",
+    "experimental-warning-unary-request-duration": "300ms",
+    "experimental-compact-hash-check-enabled": "false",
+    "feature-gates": "StopGRPCServiceOnDefrag=true",
+    "listen-metrics-urls": "http://127.0.0.1:2381",
+}
 
 
 # --------------------------------------------------------------------------- goldens
@@ -99,6 +109,18 @@ def test_golden_env_35_with_flags() -> None:
         flags=FLAGS_35,
     )
     check_golden("etcd-3.5.env", env_for(inv))
+
+
+@pytest.mark.parametrize("version", ["3.6.14", "3.7.1"])
+def test_golden_env_36_and_37(version: str) -> None:
+    """The 3.5 flags above for 3.6 and 3.7: renamed, feature gates merged, no v2 switches."""
+    inv = make_inv(
+        host("etcd-1", "10.0.0.11"),
+        host("etcd-2", "10.0.0.12"),
+        host("etcd-3", "10.0.0.13"),
+        flags=FLAGS_36,
+    )
+    check_golden(f"etcd-{version[:3]}.env", env_for(inv, version=version))
 
 
 def test_golden_env_ipv6_34() -> None:
@@ -251,9 +273,11 @@ def test_flags_sorted_and_named() -> None:
             }
         )
     )
-    tail = text.split("# [cluster.flags]\n", 1)[1]
+    tail = text.split("# etcd-deploy's defaults and [cluster.flags]\n", 1)[1]
     assert tail == (
         "ETCD_AUTO_COMPACTION_RETENTION=1h\n"
+        "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED=true\n"
+        "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK=true\n"
         'ETCD_LOG_ROTATION_CONFIG_JSON={"maxsize": 100}\n'
         "ETCD_SNAPSHOT_COUNT=10000\n"
     )
@@ -266,33 +290,38 @@ def test_36_renames_and_feature_gates() -> None:
         "feature-gates": "StopGRPCServiceOnDefrag=true",
         "quota-backend-bytes": "8589934592",
     }
+    gates = "CompactHashCheck=true,InitialCorruptCheck=true,StopGRPCServiceOnDefrag=true"
     assert resolve_flags(flags, parse_version("3.6.1")) == [
         ("compaction-batch-limit", "1000"),
-        ("feature-gates", "InitialCorruptCheck=true,StopGRPCServiceOnDefrag=true"),
+        ("feature-gates", gates),
         ("quota-backend-bytes", "8589934592"),
     ]
     lines = env_for(make_inv(flags=flags), version="3.6.1").splitlines()
     assert "ETCD_COMPACTION_BATCH_LIMIT=1000" in lines
-    assert "ETCD_FEATURE_GATES=InitialCorruptCheck=true,StopGRPCServiceOnDefrag=true" in lines
+    assert f"ETCD_FEATURE_GATES={gates}" in lines
     assert not [line for line in lines if line.startswith("ETCD_EXPERIMENTAL_")]
 
 
 def test_the_unary_request_warning_is_renamed_for_36_too() -> None:
     """Deprecated in 3.6 (outside its migration map), gone in 3.7: its new name from 3.6 on."""
     flags = {"experimental-warning-unary-request-duration": "300ms"}
-    assert resolve_flags(flags, parse_version("3.6.4")) == [
-        ("warning-unary-request-duration", "300ms")
-    ]
-    assert resolve_flags(flags, parse_version("3.5.30")) == [
-        ("experimental-warning-unary-request-duration", "300ms")
-    ]
+    assert ("warning-unary-request-duration", "300ms") in resolve_flags(
+        flags, parse_version("3.6.4")
+    )
+    assert ("experimental-warning-unary-request-duration", "300ms") in resolve_flags(
+        flags, parse_version("3.5.30")
+    )
+    assert ("warning-unary-request-duration", "300ms") in resolve_flags(
+        flags, parse_version("3.7.1")
+    )
 
 
 def test_new_names_spelled_experimental_before_36() -> None:
-    flags = {"compaction-batch-limit": "1000", "experimental-initial-corrupt-check": "true"}
+    flags = {"compaction-batch-limit": "1000", "experimental-initial-corrupt-check": "false"}
     assert resolve_flags(flags, parse_version("3.5.17")) == [
+        ("experimental-compact-hash-check-enabled", "true"),
         ("experimental-compaction-batch-limit", "1000"),
-        ("experimental-initial-corrupt-check", "true"),
+        ("experimental-initial-corrupt-check", "false"),
     ]
     with pytest.raises(UsageError, match=r"cluster\.flags\.feature-gates.*3\.6"):
         resolve_flags({"feature-gates": "InitialCorruptCheck=true"}, parse_version("3.5.17"))
@@ -305,9 +334,107 @@ def test_flags_removed_in_36(flag: str) -> None:
     inv = make_inv(flags={flag: "true"})
     env_for(inv, version="3.5.17")  # fine before 3.6
     with pytest.raises(
-        UsageError, match=rf"cluster\.flags\.{flag}: .*removed in etcd 3\.6.*3\.6\.0"
+        UsageError,
+        match=rf"cluster\.flags\.{flag}: .*removed in etcd 3\.6 \(target 3\.6\.0\): .*remove the key",
     ):
         env_for(inv, version="3.6.0")
+    with pytest.raises(UsageError, match=r"removed in etcd 3\.6 \(target 3\.7\.1\)"):
+        env_for(inv, version="3.7.1")
+
+
+def test_flags_removed_in_37() -> None:
+    inv = make_inv(flags={"discovery-proxy": "http://192.0.2.1:8080"})
+    env_for(inv, version="3.6.14")  # fine before 3.7
+    with pytest.raises(
+        UsageError,
+        match=r"cluster\.flags\.discovery-proxy: --discovery-proxy was removed in etcd 3\.7 "
+        r"\(target 3\.7\.0\): v2 discovery is gone",
+    ):
+        env_for(inv, version="3.7.0")
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (
+            "3.4.23",
+            [
+                ("enable-v2", "false"),
+                ("experimental-initial-corrupt-check", "true"),
+                ("logger", "zap"),
+            ],
+        ),
+        ("3.5.0", [("experimental-initial-corrupt-check", "true")]),
+        ("3.5.4", [("experimental-initial-corrupt-check", "true")]),
+        (
+            "3.5.5",
+            [
+                ("experimental-compact-hash-check-enabled", "true"),
+                ("experimental-initial-corrupt-check", "true"),
+            ],
+        ),
+        (
+            "3.5.30",
+            [
+                ("experimental-compact-hash-check-enabled", "true"),
+                ("experimental-initial-corrupt-check", "true"),
+            ],
+        ),
+        ("3.6.0", [("feature-gates", "CompactHashCheck=true,InitialCorruptCheck=true")]),
+        ("3.7.1", [("feature-gates", "CompactHashCheck=true,InitialCorruptCheck=true")]),
+    ],
+)
+def test_corruption_checks_are_on_by_default(version: str, expected: list[tuple[str, str]]) -> None:
+    """Spelled as each version knows them: compact-hash checks exist from 3.5.5 on, and
+    from 3.6 on both are feature gates (etcd leaves both off by default)."""
+    assert resolve_flags({}, parse_version(version)) == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "version", "expected"),
+    [
+        (
+            {"experimental-initial-corrupt-check": False},
+            "3.5.30",
+            [
+                ("experimental-compact-hash-check-enabled", "true"),
+                ("experimental-initial-corrupt-check", "false"),
+            ],
+        ),
+        (
+            {"experimental_compact_hash_check_enabled": "false"},
+            "3.5.30",
+            [
+                ("experimental-compact-hash-check-enabled", "false"),
+                ("experimental-initial-corrupt-check", "true"),
+            ],
+        ),
+        (
+            {"feature-gates": "InitialCorruptCheck=false"},
+            "3.6.14",
+            [("feature-gates", "CompactHashCheck=true,InitialCorruptCheck=false")],
+        ),
+        (
+            {"experimental-compact-hash-check-enabled": False},
+            "3.6.14",
+            [("feature-gates", "CompactHashCheck=false,InitialCorruptCheck=true")],
+        ),
+        (
+            {"experimental-compact-hash-check-enabled": False, "logger": "capnslog"},
+            "3.4.23",
+            [
+                ("enable-v2", "false"),
+                ("experimental-compact-hash-check-enabled", "false"),
+                ("experimental-initial-corrupt-check", "true"),
+                ("logger", "capnslog"),
+            ],
+        ),
+    ],
+)
+def test_a_key_in_cluster_flags_overrides_a_default(
+    flags: dict[str, object], version: str, expected: list[tuple[str, str]]
+) -> None:
+    assert resolve_flags(flags, parse_version(version)) == expected
 
 
 def test_same_flag_twice_is_refused() -> None:
@@ -323,9 +450,8 @@ def test_same_flag_twice_is_refused() -> None:
 
 
 def test_bool_flag_values() -> None:
-    assert resolve_flags({"enable-pprof": True}, parse_version("3.5.17")) == [
-        ("enable-pprof", "true")
-    ]  # type: ignore[dict-item]
+    resolved = resolve_flags({"enable-pprof": True}, parse_version("3.5.17"))  # type: ignore[dict-item]
+    assert ("enable-pprof", "true") in resolved
 
 
 # --------------------------------------------------------------------------- other files
