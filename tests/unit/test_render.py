@@ -335,7 +335,8 @@ def test_flags_removed_in_36(flag: str) -> None:
     env_for(inv, version="3.5.17")  # fine before 3.6
     with pytest.raises(
         UsageError,
-        match=rf"cluster\.flags\.{flag}: .*removed in etcd 3\.6 \(target 3\.6\.0\): .*remove the key",
+        match=rf"cluster\.flags\.{flag}: .*removed in etcd 3\.6 \(target 3\.6\.0\): "
+        r".*remove the key",
     ):
         env_for(inv, version="3.6.0")
     with pytest.raises(UsageError, match=r"removed in etcd 3\.6 \(target 3\.7\.1\)"):
