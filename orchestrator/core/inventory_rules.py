@@ -19,7 +19,7 @@ from itertools import combinations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from orchestrator.core.errors import InventoryError
+from orchestrator.core.errors import InventoryError, UsageError
 from orchestrator.core.inventory import (
     STATE_DIR_NAME,
     Cluster,
@@ -37,6 +37,7 @@ from orchestrator.core.inventory_schema import (
     unknown_key,
 )
 from orchestrator.core.inventory_values import HOST_NAME, check_sans
+from orchestrator.core.render import resolve_flags
 from orchestrator.core.rules import (
     is_known_bad,
     needs_release_pin,
@@ -95,6 +96,10 @@ def _build_cluster(raw: Mapping[str, Any], ctx: Ctx) -> Cluster:
             f"({cluster.cert_days}): every certificate would be due for renewal at once",
         )
     _check_release(cluster, ctx)
+    try:  # the flags as etcd_version spells them; `upgrade` checks them for its target
+        resolve_flags(cluster.flags, cluster.etcd_version)
+    except UsageError as exc:
+        raise InventoryError(ctx.abspath, "", str(exc)) from None
     return cluster
 
 

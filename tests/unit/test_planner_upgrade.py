@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.cluster_view import ClusterView
-from orchestrator.core.errors import UsageError
+from orchestrator.core.errors import InventoryError, UsageError
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.plan import Noop, Plan
 from orchestrator.core.planners.upgrade import plan_target, plan_upgrade, summary
@@ -222,6 +222,50 @@ def test_plain_http_release_needs_the_targets_sha256_pinned(tmp_path: Path) -> N
         plan_target(plain, "3.5.18", allow_known_bad=False)
     pins["3.5.18/amd64"] = "cd" * 32
     assert plan_target(plain, "3.5.18", allow_known_bad=False) == Plan("upgrade")
+
+
+@pytest.mark.parametrize(
+    ("flags", "target", "message"),
+    [
+        (
+            {"enable-v2": "false"},
+            "3.6.14",
+            "cluster.flags.enable-v2: --enable-v2 was removed in "
+            "etcd 3.6 (target 3.6.14): the v2 API is gone: remove the key",
+        ),
+        (
+            {"proxy-refresh-interval": "30000"},
+            "3.6.0",
+            "cluster.flags.proxy-refresh-interval: "
+            "--proxy-refresh-interval was removed in etcd 3.6",
+        ),
+        (
+            {"discovery-proxy": "http://192.0.2.1:8080"},
+            "3.7.1",
+            "cluster.flags.discovery-proxy: --discovery-proxy was removed in etcd 3.7 "
+            "(target 3.7.1): v2 discovery is gone: remove the key",
+        ),
+    ],
+)
+def test_flags_the_target_refuses_stop_the_upgrade_before_any_call(
+    tmp_path: Path, flags: dict[str, str], target: str, message: str
+) -> None:
+    """plan_target runs before the first connection: the target's env for every member is
+    built from these flags, so one that the target refuses ends the run with nothing
+    touched (the rolling steps would otherwise swap binaries first)."""
+    version = "3.6.11" if "discovery-proxy" in flags else "3.5.32"
+    inv = make_inventory(tmp_path, version=version, flags=flags)
+    with pytest.raises(UsageError) as caught:
+        plan_target(inv, target, allow_known_bad=False)
+    assert str(caught.value).startswith(f"{inv.path}: {message}")
+    assert str(caught.value).endswith("; nothing was changed")
+
+
+def test_flags_the_inventorys_own_version_refuses_are_found_at_load(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError, match=r"cluster\.flags\.enable-v2: --enable-v2 was removed"):
+        make_inventory(tmp_path, version="3.6.14", flags={"enable-v2": "false"})
+    with pytest.raises(InventoryError, match=r"cluster\.flags\.feature-gates: feature gates need"):
+        make_inventory(tmp_path, version="3.5.30", flags={"feature-gates": "X=true"})
 
 
 def test_plain_http_on_this_machine_needs_no_pin(tmp_path: Path) -> None:

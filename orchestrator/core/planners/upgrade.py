@@ -14,8 +14,9 @@ from orchestrator.core.errors import ClusterUnhealthy, SafetyRefusal, UsageError
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.plan import Noop, Plan, Refusal, Step
 from orchestrator.core.planners.rolling import members_of, rolling_steps
+from orchestrator.core.render import resolve_flags
 from orchestrator.core.rules import needs_release_pin
-from orchestrator.core.versions import UpgradePath, check_upgrade_path
+from orchestrator.core.versions import UpgradePath, check_upgrade_path, parse_version
 
 
 def _refused(exc: SafetyRefusal) -> Plan:
@@ -32,6 +33,10 @@ def plan_target(inv: Inventory, target: str, *, allow_known_bad: bool) -> Plan:
         check_upgrade_path([], target, allow_known_bad)
     except SafetyRefusal as exc:
         return _refused(exc)
+    try:  # every member's env for the target renders these: refused before any host changes
+        resolve_flags(inv.cluster.flags, parse_version(target))
+    except UsageError as exc:
+        raise UsageError(f"{inv.path}: {exc}; nothing was changed") from None
     if needs_release_pin(inv.cluster.release_url) and not any(
         key.partition("/")[0] == target for key in inv.cluster.release_sha256
     ):
