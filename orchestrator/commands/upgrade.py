@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from orchestrator.adapters.inventory_file import set_cluster_key_in_file
 from orchestrator.adapters.release import Release, arch_for, fetch_release
 from orchestrator.commands.backup import run_backup
-from orchestrator.core.errors import EXIT_OK, PhaseFailure, detail_of
+from orchestrator.core import v2store
+from orchestrator.core.errors import EXIT_OK, PhaseFailure, SafetyRefusal, detail_of
 from orchestrator.core.facts import HostFacts
 from orchestrator.core.host_paths import env_path
 from orchestrator.core.host_plan import env_file
@@ -58,6 +59,7 @@ class _Upgrade:
 
     def handlers(self) -> dict[str, Handler]:
         return {
+            "v2store": check_v2store,
             "release": self.release,
             "backup": backup,
             "upgrade": self.member,
@@ -88,8 +90,7 @@ class _Upgrade:
         conn = ctx.conn(host)
         old_env = read_file(conn, env_path(inv))
         release = self.releases[arch_for(self.facts[host.name].arch)]
-        setup_host(conn, inv, [], prepare=False, release=release)
-        new_env = member_env(
+        new_env = member_env(  # rendered before the binaries change (plan_target checked it)
             inv,
             host,
             token=self.token,
@@ -97,6 +98,7 @@ class _Upgrade:
             members=ctx.client().members(),
             version=version,
         )
+        setup_host(conn, inv, [], prepare=False, release=release)
         apply_files(conn, [env_file(inv, new_env)])
         try:
             start_and_wait(ctx, host, phase, restart=True)
@@ -110,6 +112,20 @@ class _Upgrade:
                 f"etcd {version} did not come up on {host.name}: {detail_of(exc)}\n"
                 f"{host.name}: its previous binaries and env are back and it runs again",
             ) from None
+
+
+def check_v2store(step: Step, run: Execution) -> None:
+    """Refuse the upgrade when this member's v2 store holds more than membership."""
+    ctx = run.ctx
+    assert step.host is not None
+    inv = ctx.inv
+    result = ctx.conn(step.host).run(v2store.check_script(inv), check=False, timeout=600)
+    problem = v2store.problem(step.host, result.exit_code, result.stdout, _target(step))
+    if problem is not None:
+        raise PhaseFailure(
+            "v2store", None, f"{problem}; nothing was changed", SafetyRefusal.exit_code
+        )
+    ctx.ui.info(f"v2store {step.host}", "membership only: ready for 3.6")
 
 
 def _target(step: Step) -> Version:

@@ -177,7 +177,7 @@ def _cli_maker(
     env.pop("ETCD_DEPLOY_INVENTORY", None)
 
     def make(
-        hosts: int = 3, version: str = "3.5.1", extra: str = "", api: str | None = None
+        hosts: int = 3, version: str = "3.5.30", extra: str = "", api: str | None = None
     ) -> Cli:
         inventory = lab.inventory(
             folder / "inventory.toml",

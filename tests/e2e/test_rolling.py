@@ -121,7 +121,7 @@ def test_upgrade_3_4_to_3_5_0_to_3_5_1_under_load(make_cli, load_table) -> None:
 
 
 def test_upgrade_to_a_binary_that_cannot_start_rolls_back(make_cli, lab: Lab) -> None:
-    add_broken_version(default_mirror_dir(), "3.5.1", "3.5.99")
+    add_broken_version(default_mirror_dir(), "3.5.30", "3.5.99")
     cli = make_cli(3)
     cli("up", check=True)
     started = {n: unit_started_at(lab, n) for n in THREE}
@@ -130,12 +130,12 @@ def test_upgrade_to_a_binary_that_cannot_start_rolls_back(make_cli, lab: Lab) ->
     assert "previous binaries and env are back" in proc.stderr
     assert "last journal lines" in proc.stderr and "untouched:" in proc.stderr
     status = cli.status()
-    assert status["healthy"] and {m["version"] for m in status["members"]} == {"3.5.1"}
+    assert status["healthy"] and {m["version"] for m in status["members"]} == {"3.5.30"}
     touched = [n for n in THREE if unit_started_at(lab, n) != started[n]]
     assert len(touched) == 1  # the engine stopped at the first member
     for name in THREE:
-        assert "3.5.1" in lab.exec(name, "/opt/bin/etcd --version").stdout
-    assert 'etcd_version = "3.5.1"' in cli.inventory.read_text()
+        assert "3.5.30" in lab.exec(name, "/opt/bin/etcd --version").stdout
+    assert 'etcd_version = "3.5.30"' in cli.inventory.read_text()
 
 
 def test_defrag_shrinks_the_db_leader_last(make_cli) -> None:

@@ -123,7 +123,7 @@ def test_five_nodes_and_status_json(make_cli) -> None:
     status = _assert_healthy(cli, 5)
     assert [m["name"] for m in status["members"]] == list(HOSTS)
     for member in status["members"]:
-        assert member["version"] == "3.5.1" and member["raft_index"] > 0
+        assert member["version"] == "3.5.30" and member["raft_index"] > 0
         assert 364 < member["cert_days_left"] <= 365
 
 
@@ -232,8 +232,8 @@ def test_release_problems_are_one_error_exit_3_and_change_no_host(
     SHA256SUMS (a local mirror folder, an empty release cache): found before any change."""
     cli = make_cli(3)
     mirror = tmp_path / "tampered"
-    shutil.copytree(default_mirror_dir() / "v3.5.1", mirror / "v3.5.1")
-    sums = mirror / "v3.5.1" / "SHA256SUMS"
+    shutil.copytree(default_mirror_dir() / "v3.5.30", mirror / "v3.5.30")
+    sums = mirror / "v3.5.30" / "SHA256SUMS"
     sums.write_text(re.sub(r"^[0-9a-f]{64}", "0" * 64, sums.read_text(), flags=re.M))
     run = Cli(cli.inventory, dict(cli.env, XDG_CACHE_HOME=str(tmp_path / "empty-cache")))
     text = cli.inventory.read_text()
@@ -241,7 +241,7 @@ def test_release_problems_are_one_error_exit_3_and_change_no_host(
         (re.sub(r'etcd_version = "[^"]+"', 'etcd_version = "3.5.77"', text), "3.5.77"),
         (
             re.sub(r'release_url = "[^"]+"', f'release_url = "{mirror}"', text),
-            "checksum mismatch for etcd-v3.5.1-linux-amd64.tar.gz",
+            "checksum mismatch for etcd-v3.5.30-linux-amd64.tar.gz",
         ),
     ]
     for inventory, expected in cases:

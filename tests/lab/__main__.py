@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", nargs=argparse.REMAINDER)
     p = sub.add_parser("inventory", help="write an inventory and known_hosts for the lab")
     p.add_argument("--hosts", type=int, default=3)
-    p.add_argument("--version", default="3.5.1")
+    p.add_argument("--version", default="3.5.30")
     p.add_argument("--release-url", default="")
     p.add_argument("--out", type=Path, default=Path("inventory.toml"))
     p.add_argument("--jump-host", default=None, help="e.g. bastion (the bastion topology)")

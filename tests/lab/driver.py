@@ -400,7 +400,7 @@ class Lab:
         path: Path,
         count: int = 3,
         *,
-        version: str = "3.5.1",
+        version: str = "3.5.30",
         release_url: str = "",
         cluster: str = "lab",
         extra: str = "",

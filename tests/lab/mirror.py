@@ -16,7 +16,7 @@ Shell::
 
     python -m tests.lab.mirror build [DIR]
     python -m tests.lab.mirror serve [--port N] [DIR]
-    python -m tests.lab.mirror broken [--base 3.5.1] [--fake 3.5.99] [DIR]
+    python -m tests.lab.mirror broken [--base 3.5.30] [--fake 3.5.99] [DIR]
 """
 
 from __future__ import annotations
@@ -434,7 +434,7 @@ def build_mirror(dir: Path | None = None, *, log: Log | None = _stderr) -> Path:
 
 
 def add_broken_version(
-    dir: Path, base_version: str = "3.5.1", fake_version: str = "3.5.99"
+    dir: Path, base_version: str = "3.5.30", fake_version: str = "3.5.99"
 ) -> Path:
     """Add `fake_version` built from `base_version` with a truncated `etcd`; return its tarball.
 
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--no-build", action="store_true", help="serve DIR as it is")
     p_serve.add_argument("dir", nargs="?", type=Path, default=None)
     p_broken = sub.add_parser("broken", help="add a version whose etcd binary is truncated")
-    p_broken.add_argument("--base", default="3.5.1")
+    p_broken.add_argument("--base", default="3.5.30")
     p_broken.add_argument("--fake", default="3.5.99")
     p_broken.add_argument("dir", nargs="?", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -288,3 +288,23 @@ def test_plan_lines(tmp_path: Path) -> None:
         f'[inventory] set etcd_version = "3.5.17" in {inv.path} '
         "(once every member runs etcd 3.5.17)",
     ]
+
+
+def test_from_35_to_36_every_members_v2_store_is_checked_before_anything(
+    tmp_path: Path,
+) -> None:
+    inv = make_inventory(tmp_path, version="3.5.32")
+    plan = plan_upgrade(inv, view(inv, leader="etcd1", version="3.5.32"), "3.6.14")
+    assert plan.refusals == ()
+    assert steps(plan)[:4] == [
+        ("v2store", name, "check the v2 store holds membership only (etcdutl check v2store)")
+        for name in ("etcd1", "etcd2", "etcd3")
+    ] + [("release", None, "fetch etcd 3.6.14 for each host's architecture, verified")]
+    checks = plan.steps[:3]
+    assert all(s.parallel and not s.changes and s.args["version"] == "3.6.14" for s in checks)
+
+
+def test_a_patch_upgrade_has_no_v2_store_check(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, version="3.5.16")
+    plan = plan_upgrade(inv, view(inv, version="3.5.16"), "3.5.30")
+    assert not [s for s in plan.steps if s.phase == "v2store"]

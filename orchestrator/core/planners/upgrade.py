@@ -1,5 +1,6 @@
 """`upgrade VERSION` (pure): whether the cluster may move to VERSION (the version-path rules
-of `core.versions`), and the steps: fetch and verify the release, take a backup first, then
+of `core.versions`), and the steps: from 3.5 to 3.6, each member's v2 store checked first
+(`core.v2store`); fetch and verify the release, take a backup first, then
 per member through the rolling engine (leader last): push the release, swap the binaries
 (the old ones kept), render the flags the new version understands, restart, wait healthy and
 caught up (a member that does not come back gets its old binaries and env again); at the end
@@ -9,6 +10,7 @@ need the new version.
 
 from __future__ import annotations
 
+from orchestrator.core import v2store
 from orchestrator.core.cluster_view import ClusterView
 from orchestrator.core.errors import ClusterUnhealthy, SafetyRefusal, UsageError
 from orchestrator.core.inventory import Inventory
@@ -126,9 +128,25 @@ def _rolling_plan(
         reason=lambda m: runs(m.id),
         args={"version": target},
     )
+    checks = (
+        tuple(
+            Step(
+                "v2store",
+                name,
+                "check the v2 store holds membership only (etcdutl check v2store)",
+                "3.6 has no v2 store: upstream's 3.6 upgrade guide asks for this check first",
+                changes=False,
+                parallel=True,
+                args={"version": target},
+            )
+            for name in sorted(host.name for host, _ in members)
+        )
+        if v2store.needs_check(current, target)
+        else ()
+    )
     return Plan(
         "upgrade",
-        steps=(release, backup, *steps, inventory),
+        steps=(*checks, release, backup, *steps, inventory),
         noops=tuple(noops),
         warnings=path.warnings,
     )
