@@ -225,9 +225,9 @@ ADVISORIES: tuple[tuple[Version, Version, str], ...] = (
     (
         Version(3, 4, 0),
         Version(3, 4, 999),
-        "etcd 3.4 reached its end of life in 2026 and gets no more fixes "
-        "(https://etcd.io/docs/v3.6/op-guide/versioning/); upgrade to 3.5 "
-        "(`etcd-deploy upgrade 3.5.N`)",
+        "etcd 3.4 is past its end of life and gets no more fixes (upstream supports the "
+        "current minor and the one before it: https://etcd.io/docs/v3.6/op-guide/versioning/); "
+        "upgrade to 3.5 (`etcd-deploy upgrade 3.5.N`)",
     ),
     (
         Version(3, 5, 1),
