@@ -8,7 +8,8 @@ both bootstrap modes (tarball cache warm), the no-op `up` on 3 and 5 hosts, `sta
 `add-node`, a rolling restart of 3 members, `backup` of a ~100 MB cluster, the two floors
 (bench/floors.py) and one parallel `ssh HOST true` to every host; then `status`, no-op `up`
 and `backup` with etcd's API through SSH against straight to the port (`--api-paths-only`:
-just those). Also: SSH commands and
+just those); `--offsite-only`: backups to the lab's S3 store, age-encrypted and not, against
+`backup -o`, and restore from the store against restore from a file. Also: SSH commands and
 bytes sent per host, and the CLI's peak memory. Writes docs/bench.md and docs/bench.png.
 Wall-clock only: the tests never assert on time.
 """
@@ -191,6 +192,64 @@ class Bench:
                 self.cli(f"backup ~100 MB, API {path}", 3, "backup", "-o", str(out), floor=floor)
         self.lab.clean()
 
+    def run_offsite(self) -> None:
+        """Off-site backups of a ~100 MB cluster to the lab's S3 store (moto's server),
+        age-encrypted and not, against `backup -o` to a local folder; restore from the
+        store against restore from a local file. Alternating, on the same 3 members."""
+        from pyrage import x25519
+
+        from tests.lab.s3_server import S3Server
+
+        server = S3Server(self.tmp / "moto.log")
+        server.start()
+        try:
+            self.env.update(server.env())
+            server.client().create_bucket(
+                Bucket="bench", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+            )
+            identity = x25519.Identity.generate()
+            key = self.tmp / "age.txt"
+            key.write_text(f"{identity}\n")
+            recipient = str(identity.to_public())
+            self.write_inventory(3)
+            self.lab.clean()
+            self.cli("up (for off-site)", 3, "up")
+            self.fill(100)
+            local = "backup ~100 MB, -o local folder"
+            for _ in range(self.runs):
+                out = self.tmp / "local-backups"
+                self.cli(local, 3, "backup", "-o", str(out))
+                self.cli(
+                    "backup ~100 MB, --to S3", 3, "backup", "--to", "s3://bench/plain/", floor=local
+                )
+                self.cli(
+                    "backup ~100 MB, --to S3, age",
+                    3,
+                    "backup",
+                    "--to",
+                    "s3://bench/age/",
+                    "--encrypt-to",
+                    recipient,
+                    floor=local,
+                )
+            newest = max((self.tmp / "local-backups").iterdir())
+            restore_local = "restore ~100 MB, local file"
+            for _ in range(self.runs):
+                self.cli(restore_local, 3, "restore", str(newest), "--yes")
+                self.cli(
+                    "restore ~100 MB, S3 + age",
+                    3,
+                    "restore",
+                    "s3://bench/age/",
+                    "--identity",
+                    str(key),
+                    "--yes",
+                    floor=restore_local,
+                )
+        finally:
+            server.stop()
+            self.lab.clean()
+
     def fill(self, mib: int) -> None:
         """About `mib` MiB of keys in the cluster (values of 64 KiB)."""
         ctx = self.context()
@@ -212,7 +271,7 @@ def report(figures: dict[str, Figure]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for f in figures.values():
-        if f.name in ("warm-up", "up (for add-node)", "up (for API paths)"):
+        if f.name.startswith(("warm-up", "up (for ")):
             continue
         ratio = ""
         if f.floor and f.floor in figures:
@@ -264,6 +323,11 @@ def main() -> int:
         action="store_true",
         help="only etcd's API through SSH against direct (status, no-op up, backup)",
     )
+    parser.add_argument(
+        "--offsite-only",
+        action="store_true",
+        help="only off-site backups (S3, age) against local ones, and restores from them",
+    )
     args = parser.parse_args()
     lab = Lab()
     lab.up(5)
@@ -272,11 +336,21 @@ def main() -> int:
         serve_mirror(build_mirror(default_mirror_dir())) as url,
     ):
         bench = Bench(lab, url, Path(tmp), args.runs)
-        if not args.api_paths_only:
-            bench.run(with_backup=not args.no_backup)
-        bench.run_api_paths()
+        if args.offsite_only:
+            bench.run_offsite()
+        else:
+            if not args.api_paths_only:
+                bench.run(with_backup=not args.no_backup)
+            bench.run_api_paths()
     table = report(bench.figures)
     print(table)
+    if args.offsite_only:
+        (DOCS / "bench-offsite.md").write_text(
+            "# Off-site backups against local ones (python -m bench.run --offsite-only)\n\n"
+            + table
+            + "\n"
+        )
+        return 0
     if args.api_paths_only:
         (DOCS / "bench-api-paths.md").write_text(
             "# etcd's API through SSH against direct (python -m bench.run --api-paths-only)\n\n"

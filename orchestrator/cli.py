@@ -163,6 +163,14 @@ def root(
     the app's epilog)."""
 
 
+IDENTITY_OPT = typer.Option(
+    None,
+    "--identity",
+    help="age identity file (AGE-SECRET-KEY-1... lines) or OpenSSH private key that "
+    "decrypts an encrypted off-site backup.",
+)
+
+
 @app.command()
 def up(
     inventory_arg: Path | None = POSITIONAL_INV,
@@ -181,21 +189,25 @@ def up(
         help="Also remove stale members and move "
         "aside data dirs of other clusters (never deletes data).",
     ),
-    from_snapshot: Path | None = typer.Option(
-        None, "--from-snapshot", help="Seed a brand-new cluster from this snapshot file."
+    from_snapshot: str | None = typer.Option(
+        None,
+        "--from-snapshot",
+        help="Seed a brand-new cluster from this snapshot file, or an off-site backup "
+        "(s3://BUCKET/PREFIX/NAME, or a prefix ending in / for the newest).",
     ),
+    identity: Path | None = IDENTITY_OPT,
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
     """Bootstrap or converge the cluster described by the inventory."""
-    from orchestrator.commands.restore import run_restore
+    from orchestrator.commands.offsite import run_restore_from
     from orchestrator.commands.up import run_up
 
     def action(ctx: RunContext) -> int:
         if from_snapshot is not None:
             if dry_run:
                 raise UsageError("--from-snapshot cannot be combined with --dry-run")
-            return run_restore(ctx, from_snapshot, yes=True, fresh_only=True)
+            return run_restore_from(ctx, from_snapshot, identity, yes=True, fresh_only=True)
         return run_up(ctx, dry_run=dry_run, force=force, as_json=as_json)
 
     _run(
@@ -408,29 +420,75 @@ OUT_DIR_OPT = typer.Option(
 )
 
 
+TO_OPT = typer.Option(
+    None,
+    "--to",
+    help="Store off-site: s3://BUCKET/PREFIX/ (any S3-compatible store; AWS_ENDPOINT_URL "
+    "and the AWS credential chain) or a folder \\[default: [backup] to].",
+)
+
+
 @backup_app.callback(invoke_without_command=True)
 def backup(
     typer_ctx: typer.Context,
     inventory: Path | None = INVENTORY_OPT,
     out_dir: Path | None = OUT_DIR_OPT,
+    to: str | None = TO_OPT,
+    encrypt_to: list[str] = typer.Option(
+        [],
+        "--encrypt-to",
+        help="age recipient (age1...) or SSH public key to encrypt to (repeatable).",
+    ),
     keep: int | None = typer.Option(
-        None, "--keep", min=1, help="Keep only the newest N local backups of this cluster."
+        None, "--keep", min=1, help="Keep only the newest N backups of this cluster."
+    ),
+    keep_daily: int | None = typer.Option(
+        None, "--keep-daily", min=1, help="With --to: also keep the newest of each of D days."
+    ),
+    keep_weekly: int | None = typer.Option(
+        None, "--keep-weekly", min=1, help="With --to: also keep the newest of each of W weeks."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="With --to: take nothing; show which stored backups retention would delete.",
+    ),
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
-    """Take a snapshot now from a healthy member (the leader preferred) to this machine.
+    """Take a snapshot now from a healthy member (the leader preferred).
 
-    Written to a .part file, fsynced, integrity-checked, then renamed. Prints revision,
-    key count, size and sha256.
+    Without --to: to this machine (a .part file, fsynced, integrity-checked, renamed).
+    With --to (or [backup] to): encrypted here with age when recipients are given, stored
+    with a JSON manifest, and only then pruned by --keep/--keep-daily/--keep-weekly.
     """
     if typer_ctx.invoked_subcommand is not None:
         return
     from orchestrator.commands.backup import run_backup, show_backup
+    from orchestrator.commands.offsite import offsite_request, preview_retention, run_offsite_backup
+    from orchestrator.core.backup_catalog import Retention
 
     def action(ctx: RunContext) -> int:
-        show_backup(ctx, run_backup(ctx, out_dir=out_dir, keep=keep), as_json=as_json)
+        retention = Retention(keep, keep_daily, keep_weekly)
+        request = offsite_request(ctx, to, encrypt_to, retention)
+        if request is None:
+            if encrypt_to or keep_daily or keep_weekly or dry_run:
+                raise UsageError(
+                    "--encrypt-to, --keep-daily, --keep-weekly and --dry-run need --to "
+                    "(or [backup] to)"
+                )
+            show_backup(ctx, run_backup(ctx, out_dir=out_dir, keep=keep), as_json=as_json)
+            return EXIT_OK
+        if out_dir is not None:
+            raise UsageError("-o and --to: choose one")
+        if dry_run:
+            return preview_retention(ctx, request)
+        result = run_offsite_backup(ctx, request)
+        if as_json:
+            ctx.ui.print_json(dataclasses.asdict(result))
+        else:
+            ctx.ui.print(result.url)
         return EXIT_OK
 
     _run(inventory, verbose, log_format, action)
@@ -467,15 +525,23 @@ def backup_schedule(
 def backup_list(
     inventory: Path | None = INVENTORY_OPT,
     out_dir: Path | None = OUT_DIR_OPT,
+    to: str | None = TO_OPT,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
-    """List local and on-host backups, newest first."""
+    """List backups, newest first: local and on-host ones, or with --to (or [backup] to)
+    those at an off-site destination (time, revision, size, encrypted, complete)."""
     from orchestrator.commands.backup import run_list
+    from orchestrator.commands.offsite import offsite_request, run_offsite_list
+    from orchestrator.core.backup_catalog import Retention
 
     def action(ctx: RunContext) -> int:
-        run_list(ctx, out_dir=out_dir, as_json=as_json)
+        request = offsite_request(ctx, to, [], Retention()) if out_dir is None else None
+        if request is not None:
+            run_offsite_list(ctx, request, as_json=as_json)
+        else:
+            run_list(ctx, out_dir=out_dir, as_json=as_json)
         return EXIT_OK
 
     _run(inventory, verbose, log_format, action)
@@ -491,8 +557,13 @@ COMPACTED_OPT = typer.Option(
 
 @app.command()
 def restore(
-    snapshot: Path = typer.Argument(..., help="Snapshot file (from `etcd-deploy backup`)."),
+    snapshot: str = typer.Argument(
+        ...,
+        help="Snapshot file (from `etcd-deploy backup`), or an off-site backup: "
+        "s3://BUCKET/PREFIX/NAME, or a prefix ending in / for the newest of this cluster.",
+    ),
     inventory: Path | None = INVENTORY_OPT,
+    identity: Path | None = IDENTITY_OPT,
     yes: bool = typer.Option(
         False, "--yes", help="Do it; without it, print the plan only (as --dry-run)."
     ),
@@ -509,15 +580,16 @@ def restore(
     old data dir is moved aside, never deleted. Works on fresh hosts and on clusters that
     lost quorum. Without --yes (or with --dry-run): the plan, hosts read without locks.
     """
-    from orchestrator.commands.restore import run_restore
+    from orchestrator.commands.offsite import run_restore_from
 
     _run(
         inventory,
         verbose,
         log_format,
-        lambda ctx: run_restore(
+        lambda ctx: run_restore_from(
             ctx,
             snapshot,
+            identity,
             yes=yes,
             bump_revision=bump_revision,
             mark_compacted=mark_compacted,

@@ -61,6 +61,14 @@ class ClusterUnhealthy(EtcdDeployError):
     exit_code = 6
 
 
+class BackupStoreError(EtcdDeployError):
+    """An off-site backup could not be stored or read back: the store refused or could not
+    be reached, or a stored backup does not verify (wrong identity, truncated, its manifest
+    does not match). Nothing on any host was changed by it."""
+
+    exit_code = 8
+
+
 class PhaseFailure(EtcdDeployError):
     """A named phase failed on a host; the other hosts' results stay visible."""
 
@@ -97,6 +105,7 @@ EXIT_CODES: dict[int, str] = {
     SafetyRefusal.exit_code: "refused for safety",
     ClusterUnhealthy.exit_code: "cluster unhealthy",
     EXIT_CERTS_EXPIRING: "certs need renewal (certs check)",
+    BackupStoreError.exit_code: "backup store",
     EXIT_CHANGES_PENDING: "changes pending (plan)",
     EXIT_INTERRUPTED: "interrupted",
 }

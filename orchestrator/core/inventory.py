@@ -39,6 +39,21 @@ class SSHSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """The [backup] table: where `backup --to` stores by default and how (command-line
+    options win). Credentials never live here: the standard AWS chain supplies them."""
+
+    to: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    encrypt_to: tuple[str, ...] = ()
+    keep: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+
+
+@dataclass(frozen=True)
 class Host:
     """One [[hosts]] entry, defaults already filled in from [cluster] and [ssh]."""
 
@@ -85,6 +100,7 @@ class Inventory:
     ssh: SSHSettings
     hosts: tuple[Host, ...]
     warnings: tuple[str, ...] = ()
+    backup: BackupSettings = BackupSettings()
 
     def host(self, name: str) -> Host:
         """The host called `name`; UsageError naming the inventory if there is none."""

@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.core.errors import InventoryError, UsageError
 from orchestrator.core.inventory import (
     STATE_DIR_NAME,
+    BackupSettings,
     Cluster,
     Host,
     Inventory,
@@ -71,12 +72,16 @@ def _build(raw: Mapping[str, Any], ctx: Ctx) -> Inventory:
     cluster = _build_cluster(sub_table(raw, "cluster", ctx, required=True), ctx)
     ssh = _build_ssh(sub_table(raw, "ssh", ctx, required=False), ctx)
     hosts = _build_hosts(raw.get("hosts"), cluster, ssh, ctx)
+    backup = BackupSettings(
+        **read_table(sub_table(raw, "backup", ctx, required=False), SCHEMA["backup"], "backup", ctx)
+    )
     return Inventory(
         path=ctx.abspath,
         cluster=cluster,
         ssh=ssh,
         hosts=hosts,
         warnings=_warnings(cluster, hosts),
+        backup=backup,
     )
 
 

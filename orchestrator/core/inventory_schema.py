@@ -20,13 +20,18 @@ from orchestrator.core.inventory_values import (
     BadValue,
     between,
     check_address,
+    check_backup_location,
     check_cluster_name,
+    check_endpoint_url,
     check_etcd_version,
     check_flags,
     check_host_name,
     check_jump_host,
     check_local_path,
     check_port,
+    check_profile,
+    check_recipients,
+    check_region,
     check_release_pins,
     check_release_url,
     check_sans,
@@ -104,9 +109,25 @@ _HOST: dict[str, Key] = {
     "extra_sans": Key("str_list", (), check_sans),
 }
 
-TOP_LEVEL = ("cluster", "ssh", "hosts")
+_BACKUP: dict[str, Key] = {
+    "to": Key("str", None, check_backup_location),
+    "endpoint_url": Key("str", None, check_endpoint_url),
+    "region": Key("str", None, check_region),
+    "profile": Key("str", None, check_profile),
+    "encrypt_to": Key("str_list", (), check_recipients),
+    "keep": Key("int", None, between(1, 100_000)),
+    "keep_daily": Key("int", None, between(1, 100_000)),
+    "keep_weekly": Key("int", None, between(1, 100_000)),
+}
 
-SCHEMA: Mapping[str, Mapping[str, Key]] = {"cluster": _CLUSTER, "ssh": _SSH, "hosts": _HOST}
+TOP_LEVEL = ("cluster", "ssh", "hosts", "backup")
+
+SCHEMA: Mapping[str, Mapping[str, Key]] = {
+    "cluster": _CLUSTER,
+    "ssh": _SSH,
+    "hosts": _HOST,
+    "backup": _BACKUP,
+}
 """Every documented key per table (for docs and tests); defaults of None mean "unset"."""
 
 _KIND_NAMES = {

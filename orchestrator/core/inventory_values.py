@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
+from orchestrator.core.backup_catalog import parse_target
 from orchestrator.core.inventory import JUMP_HOST, is_ip
 from orchestrator.core.rules import (
     SAFE_REMOTE_PATH,
@@ -294,3 +296,47 @@ def describe(value: Any) -> str:
     if isinstance(value, datetime | date | time):
         return f"a date/time ({value.isoformat()})"
     return type(value).__name__
+
+
+def check_backup_location(value: str, folder: Path) -> str:
+    """[backup] to: an s3:// prefix, a file:// URL or a folder (relative to the inventory)."""
+    try:
+        target = parse_target(value, base=folder)
+    except ValueError as exc:
+        raise BadValue(str(exc)) from None
+    return target.url()
+
+
+def check_endpoint_url(value: str, _folder: Path) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadValue(f"{value!r}: expected an http(s):// URL of an S3-compatible endpoint")
+    if parts.username or parts.password:
+        raise BadValue("credentials do not belong in the inventory: use the AWS chain")
+    return value.rstrip("/")
+
+
+def check_region(value: str, _folder: Path) -> str:
+    if not re.fullmatch(r"[a-z0-9-]{1,40}", value):
+        raise BadValue(f"{value!r}: expected a region name such as eu-west-1")
+    return value
+
+
+def check_profile(value: str, _folder: Path) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.@+-]{1,64}", value):
+        raise BadValue(f"{value!r}: expected an AWS profile name")
+    return value
+
+
+RECIPIENT_PREFIXES = ("age1", "ssh-ed25519 ", "ssh-rsa ")
+
+
+def check_recipients(value: list[str], _folder: Path) -> tuple[str, ...]:
+    """age recipients (age1...) or SSH public keys; the real parse happens when used."""
+    for i, item in enumerate(value):
+        if not item.strip().startswith(RECIPIENT_PREFIXES):
+            raise BadValue(
+                "not an age recipient (age1...) or an SSH public key (ssh-ed25519 .../ssh-rsa ...)",
+                f"[{i}]",
+            )
+    return tuple(item.strip() for item in value)

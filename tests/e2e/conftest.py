@@ -24,6 +24,7 @@ from tests.e2e.load import LoadReport
 from tests.lab.control_ns import ControlNamespace
 from tests.lab.driver import BASTION, REPO, Lab
 from tests.lab.mirror import build_mirror, default_mirror_dir
+from tests.lab.s3_server import S3Server
 
 
 @pytest.fixture(scope="session")
@@ -230,6 +231,17 @@ class LoadTable:
 
     def add(self, operation: str, report: LoadReport) -> None:
         self.rows.append((operation, report.acknowledged, len(report.lost), report.longest_stall))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """The lab's S3-compatible store (moto's standalone server), up for the session."""
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -839,3 +839,27 @@ def test_add_host_to_a_file_without_hosts(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL.split("\n[[hosts]]")[0])
     add_host_to_file(path, "etcd1", "192.0.2.11")
     assert [h.name for h in load_inventory(path).hosts] == ["etcd1"]
+
+
+def test_backup_table(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "\n[backup]\n"
+        'to = "s3://etcd-backups/prod"\n'
+        'endpoint_url = "https://s3.example.com/"\n'
+        'region = "eu-west-1"\n'
+        'encrypt_to = ["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"]\n'
+        "keep = 30\nkeep_daily = 7\nkeep_weekly = 4\n"
+    )
+    b = load_inventory(write(tmp_path, text)).backup
+    assert b.to == "s3://etcd-backups/prod/" and b.endpoint_url == "https://s3.example.com"
+    assert (b.region, b.profile, b.keep, b.keep_daily, b.keep_weekly) == (
+        "eu-west-1",
+        None,
+        30,
+        7,
+        4,
+    )
+    assert len(b.encrypt_to) == 1
+    folder = load_inventory(write(tmp_path, MINIMAL + '\n[backup]\nto = "nas/etcd"\n')).backup
+    assert folder.to == str(tmp_path / "nas" / "etcd")
+    assert load_inventory(write(tmp_path, MINIMAL)).backup.to is None

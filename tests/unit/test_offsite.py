@@ -1,0 +1,137 @@
+"""`backup --to FOLDER` and fetching it back, on this machine only: a real snapshot file (the
+cluster faked as in test_backup_local), real age encryption (pyrage), a folder store.
+The S3 store is covered end to end against a real server (tests/e2e/test_offsite_backup)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from pyrage import x25519
+
+from orchestrator.adapters.age_crypto import load_identities, parse_recipient
+from orchestrator.adapters.backup_store import FolderStore, S3Settings
+from orchestrator.commands import backup, offsite
+from orchestrator.core.backup_catalog import BackupTarget, Retention
+from orchestrator.core.errors import BackupStoreError, UsageError
+from tests.unit.test_backup_local import REAL, Ctx, ctx
+
+__all__ = ["ctx"]
+
+
+def _identity(folder: Path, name: str = "ops") -> tuple[Path, str]:
+    identity = x25519.Identity.generate()
+    path = folder / f"{name}.txt"
+    path.write_text(f"# created: now\n# public key: {identity.to_public()}\n{identity}\n")
+    return path, str(identity.to_public())
+
+
+def _request(folder: Path, recipients: tuple[str, ...] = (), **keep: int) -> offsite.OffsiteRequest:
+    return offsite.OffsiteRequest(
+        BackupTarget("file", "", str(folder)), recipients, Retention(**keep), S3Settings()
+    )
+
+
+def test_encrypted_to_a_folder_then_fetched_back(ctx: Ctx, tmp_path: Path) -> None:
+    identity, recipient = _identity(tmp_path)
+    store = tmp_path / "nas"
+    result = offsite.run_offsite_backup(ctx, _request(store, (recipient,)))  # type: ignore[arg-type]
+    name = result.manifest["object"]
+    assert name.startswith("demo-20240506T103045.123Z-r7.db") and name.endswith(".age")
+    assert sorted(p.name for p in store.iterdir()) == [name, name + ".json"]
+    stored = (store / name).read_bytes()
+    assert stored.startswith(b"age-encryption.org/v1\n") and REAL.read_bytes() not in stored
+    assert os.stat(store / name).st_mode & 0o777 == 0o600
+    manifest = json.loads((store / (name + ".json")).read_text())
+    assert manifest["plain_size"] == REAL.stat().st_size and manifest["encrypted"] is True
+    assert manifest["recipients"] == [recipient] and manifest["size"] == len(stored)
+    staging = ctx.inv.cluster.state_dir / offsite.STAGING_DIR
+    assert list(staging.iterdir()) == []  # nothing left in clear here
+
+    out = tmp_path / "fetched"
+    out.mkdir()
+    plain, got = offsite.fetch_backup(ctx, f"{store}/", identity, out)  # type: ignore[arg-type]
+    assert plain.read_bytes() == REAL.read_bytes() and got.object == name
+
+
+def test_refusals_when_fetching(ctx: Ctx, tmp_path: Path) -> None:
+    identity, recipient = _identity(tmp_path)
+    other, _ = _identity(tmp_path, "other")
+    store = tmp_path / "nas"
+    name = offsite.run_offsite_backup(ctx, _request(store, (recipient,))).manifest["object"]  # type: ignore[arg-type]
+    out = tmp_path / "fetched"
+    out.mkdir()
+
+    def fetch(url: str, key: Path | None) -> str:
+        for leftover in out.iterdir():
+            leftover.unlink()
+        with pytest.raises((BackupStoreError, UsageError)) as caught:
+            offsite.fetch_backup(ctx, url, key, out)  # type: ignore[arg-type]
+        return str(caught.value)
+
+    url = f"{store}/{name}"
+    assert "give --identity FILE" in fetch(url, None)
+    assert "none of the --identity keys" in fetch(url, other)
+    manifest_path = store / (name + ".json")
+    good = manifest_path.read_text()
+    manifest_path.write_text(good.replace('"plain_sha256": "', '"plain_sha256": "0'))
+    assert "is not a sha256" in fetch(url, identity)
+    data = json.loads(good)
+    manifest_path.write_text(json.dumps(dict(data, plain_sha256="0" * 64)))
+    assert "the manifest says" in fetch(url, identity)
+    manifest_path.write_text(good)
+    stored = (store / name).read_bytes()
+    (store / name).write_bytes(stored[:-100])
+    assert "bytes downloaded" in fetch(url, identity)
+    manifest_path.write_text(
+        json.dumps(dict(data, size=len(stored) - 100, sha256=_sha(stored[:-100])))
+    )
+    assert "truncated or damaged" in fetch(url, identity)
+    (manifest_path).unlink()
+    assert "cannot read it" in fetch(url, identity)
+    assert "no complete backup of cluster demo" in fetch(f"{store}/", identity)
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_retention_in_a_folder_never_deletes_the_new_one(
+    ctx: Ctx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backup, "datetime", datetime)  # a new name each time
+    store = tmp_path / "nas"
+    for _ in range(3):
+        offsite.run_offsite_backup(ctx, _request(store, keep=2))  # type: ignore[arg-type]
+    listed = offsite.catalog(FolderStore(store), "demo")
+    assert len(listed) == 2 and all(b.manifest is not None for b in listed)
+    before = sorted(store.iterdir())
+    assert offsite.preview_retention(ctx, _request(store, keep=1)) == 10  # type: ignore[arg-type]
+    assert offsite.preview_retention(ctx, _request(store, keep=2)) == 0  # type: ignore[arg-type]
+    assert sorted(store.iterdir()) == before  # a dry run deletes nothing
+    # an upload that died (no manifest) is listed as incomplete and never counted
+    (store / "demo-20200101T000000.000Z-r1.db").write_bytes(b"partial")
+    listed = offsite.catalog(FolderStore(store), "demo")
+    assert listed[-1].problem is not None and "incomplete" in listed[-1].problem
+
+
+def test_identity_files_and_recipients(tmp_path: Path) -> None:
+    identity, recipient = _identity(tmp_path)
+    assert len(load_identities(identity)) == 1
+    parse_recipient(recipient)
+    parse_recipient(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops"
+    )
+    with pytest.raises(UsageError, match="not an age recipient"):
+        parse_recipient("age1notvalid")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# nothing here\n")
+    with pytest.raises(UsageError, match="not an age identity file"):
+        load_identities(bad)
+    with pytest.raises(UsageError, match="cannot read it"):
+        load_identities(tmp_path / "missing.txt")
