@@ -72,21 +72,6 @@ def load_identities(path: Path) -> list[Any]:
     return identities
 
 
-class HashingReader:
-    """A file's reader that hashes and counts what goes through it."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.sha.update(data)
-        self.size += len(data)
-        return data
-
-
 class HashingWriter:
     """A file's writer that hashes and counts what goes through it."""
 
@@ -101,7 +86,7 @@ class HashingWriter:
         return self.raw.write(data)
 
 
-def encrypt(src: IO[bytes], dst: IO[bytes], recipients: list[Any]) -> None:
+def encrypt(src: IO[bytes], dst: Sink, recipients: list[Any]) -> None:
     """Stream `src` into `dst`, encrypted to every recipient."""
     try:
         pyrage.encrypt_io(src, dst, recipients)

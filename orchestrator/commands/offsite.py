@@ -12,7 +12,6 @@ stored in clear and says so.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -133,13 +132,13 @@ def run_offsite_backup(ctx: RunContext, request: OffsiteRequest) -> OffsiteResul
         when = parse_snapshot_name(plain.name, inv.cluster.name)
         assert when is not None  # run_backup names its files so
         name = object_name(inv.cluster.name, when, taken.revision, encrypted=bool(recipients))
-        stored = plain
+        stored, sha, size = plain, taken.sha256, taken.size
         if recipients:
             stored = folder / name
-            with open(plain, "rb") as src, _private(stored) as dst:
-                encrypt(src, dst, recipients)
-        sha = _sha256(stored)
-        size = stored.stat().st_size
+            with open(plain, "rb") as src, _private(stored) as raw:
+                sink = HashingWriter(raw)
+                encrypt(src, sink, recipients)
+            sha, size = sink.sha.hexdigest(), sink.size
         manifest = Manifest(
             object=name,
             cluster=inv.cluster.name,
@@ -176,14 +175,6 @@ def _private(path: Path) -> Iterator[IO[bytes]]:
         yield out
         out.flush()
         os.fsync(out.fileno())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
