@@ -459,9 +459,10 @@ def backup(
 ) -> None:
     """Take a snapshot now from a healthy member (the leader preferred).
 
-    Without --to: to this machine (a .part file, fsynced, integrity-checked, renamed).
-    With --to (or [backup] to): encrypted here with age when recipients are given, stored
-    with a JSON manifest, and only then pruned by --keep/--keep-daily/--keep-weekly.
+    With -o, or neither --to nor [backup] to: to this machine (a .part file, fsynced,
+    integrity-checked, renamed). With --to (or [backup] to): encrypted here with age when
+    recipients are given, stored with a JSON manifest, and only then pruned by
+    --keep/--keep-daily/--keep-weekly.
     """
     if typer_ctx.invoked_subcommand is not None:
         return
@@ -470,8 +471,11 @@ def backup(
     from orchestrator.core.backup_catalog import Retention
 
     def action(ctx: RunContext) -> int:
+        if to is not None and out_dir is not None:
+            raise UsageError("-o and --to: choose one")
         retention = Retention(keep, keep_daily, keep_weekly)
-        request = offsite_request(ctx, to, encrypt_to, retention)
+        # -o keeps a backup local even when [backup] to is set
+        request = None if out_dir is not None else offsite_request(ctx, to, encrypt_to, retention)
         if request is None:
             if encrypt_to or keep_daily or keep_weekly or dry_run:
                 raise UsageError(
@@ -480,8 +484,6 @@ def backup(
                 )
             show_backup(ctx, run_backup(ctx, out_dir=out_dir, keep=keep), as_json=as_json)
             return EXIT_OK
-        if out_dir is not None:
-            raise UsageError("-o and --to: choose one")
         if dry_run:
             return preview_retention(ctx, request)
         result = run_offsite_backup(ctx, request)
@@ -537,6 +539,8 @@ def backup_list(
     from orchestrator.core.backup_catalog import Retention
 
     def action(ctx: RunContext) -> int:
+        if to is not None and out_dir is not None:
+            raise UsageError("-o and --to: choose one")
         request = offsite_request(ctx, to, [], Retention()) if out_dir is None else None
         if request is not None:
             run_offsite_list(ctx, request, as_json=as_json)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,29 @@ def open_store(target: BackupTarget, settings: S3Settings) -> Store:
     return FolderStore(Path(target.prefix))
 
 
+def _copy(src: IO[bytes], dst: Sink, progress: Progress) -> None:
+    done = 0
+    while chunk := src.read(1024 * 1024):
+        dst.write(chunk)
+        done += len(chunk)
+        progress(done)
+
+
+class _Tally:
+    """boto3's transfer callback (bytes per call, from its worker threads) as a running
+    total for a progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            self.progress(self.done)
+
+
 class FolderStore:
     """Backups in a local folder (a mounted NAS, another disk): files 0600."""
 
@@ -90,11 +114,7 @@ class FolderStore:
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
-                done = 0
-                while chunk := src.read(1024 * 1024):
-                    out.write(chunk)
-                    done += len(chunk)
-                    progress(done)
+                _copy(src, out, progress)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(part, final)
@@ -112,11 +132,7 @@ class FolderStore:
     def get(self, name: str, dst: Sink, progress: Progress) -> None:
         try:
             with open(self.folder / name, "rb") as src:
-                done = 0
-                while chunk := src.read(1024 * 1024):
-                    dst.write(chunk)
-                    done += len(chunk)
-                    progress(done)
+                _copy(src, dst, progress)
         except OSError as exc:
             raise BackupStoreError(
                 f"{self.folder / name}: cannot read it ({exc.strerror or exc})"
@@ -152,22 +168,25 @@ class S3Store:
         self.bucket = target.bucket
         self.prefix = target.prefix
         self.where = target.url()
-        try:
-            session = boto3.session.Session(profile_name=settings.profile)
-        except Exception as exc:  # botocore's ProfileNotFound and friends
-            raise BackupStoreError(f"{self.where}: {exc}") from None
-        region = (
-            settings.region or os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
-        )
         config = Config(
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=10,
             read_timeout=120,
             s3={"addressing_style": "path"} if settings.endpoint_url else {},
         )
-        self.client: Any = session.client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=region, config=config
-        )
+        try:  # a bad profile, AWS_ENDPOINT_URL or region: one line, not a traceback
+            session = boto3.session.Session(profile_name=settings.profile)
+            region = (
+                settings.region
+                or os.environ.get("AWS_REGION")
+                or session.region_name
+                or "us-east-1"
+            )
+            self.client: Any = session.client(
+                "s3", endpoint_url=settings.endpoint_url, region_name=region, config=config
+            )
+        except Exception as exc:
+            raise BackupStoreError(f"{self.where}: cannot set up the S3 client ({exc})") from None
         self.transfer = TransferConfig(
             multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4
         )
@@ -191,19 +210,11 @@ class S3Store:
         return sorted(out)
 
     def put(self, name: str, src: IO[bytes], progress: Progress) -> None:
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            progress(done)
-
+        advance = _Tally(progress)
         try:
             self.client.upload_fileobj(
                 src, self.bucket, self.prefix + name, Config=self.transfer, Callback=advance
             )
-        except BackupStoreError:
-            raise
         except Exception as exc:
             raise self._fail(f"upload {name}", exc) from None
 
@@ -219,13 +230,7 @@ class S3Store:
             raise self._fail(f"upload {name}", exc) from None
 
     def get(self, name: str, dst: Sink, progress: Progress) -> None:
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            progress(done)
-
+        advance = _Tally(progress)
         try:
             self.client.download_fileobj(
                 self.bucket, self.prefix + name, dst, Config=self.transfer, Callback=advance

@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -96,16 +97,36 @@ def _settings(ctx: RunContext) -> S3Settings:
 
 @contextlib.contextmanager
 def staging(ctx: RunContext) -> Iterator[Path]:
-    """A private folder for this run's staging files, removed at the end."""
+    """A private folder for this run's staging files, removed at the end. Folders that a
+    killed run left behind (its process gone) are removed first: they may hold a snapshot
+    in clear."""
     base = ctx.inv.cluster.state_dir / STAGING_DIR
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder = base / f"run-{os.getpid()}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(mode=0o700)
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in base.glob("run-*"):
+            if stale != folder and not _alive(stale.name.removeprefix("run-")):
+                shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o700)
+    except OSError as exc:
+        raise UsageError(f"{base}: cannot make a staging folder ({exc.strerror or exc})") from None
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -142,6 +163,7 @@ def run_offsite_backup(ctx: RunContext, request: OffsiteRequest) -> OffsiteResul
         manifest = Manifest(
             object=name,
             cluster=inv.cluster.name,
+            cluster_id=ctx.pki.cluster_id(create=False),
             taken_at=when.isoformat(),
             revision=taken.revision,
             keys=taken.keys,
@@ -157,14 +179,19 @@ def run_offsite_backup(ctx: RunContext, request: OffsiteRequest) -> OffsiteResul
         )
         with open(stored, "rb") as src, ctx.ui.progress(f"[backup] {name}", size) as bar:
             store.put(name, src, lambda done: bar(done))
-        store.put_text(manifest_name(name), manifest.to_json())
+        try:
+            store.put_text(manifest_name(name), manifest.to_json())
+        except BackupStoreError:
+            with contextlib.suppress(BackupStoreError):  # no snapshot left without a manifest
+                store.delete([name])
+            raise
     url = request.target.url(name)
     ctx.ui.info(
         "backup",
         f"stored {url}: {size} bytes{', age-encrypted' if recipients else ''}, revision "
         f"{taken.revision}, {taken.keys} keys, sha256 {sha}",
     )
-    deleted = prune(ctx, store, request.target, request.retention, protect=name)
+    deleted = prune(ctx, store, request.target, request.retention, protect=parse_name(name))
     return OffsiteResult(url, asdict(manifest), deleted)
 
 
@@ -186,8 +213,10 @@ class Listed:
     problem: str | None  # why it is not a usable backup (no manifest, a bad one)
 
 
-def catalog(store: Store, cluster: str | None) -> list[Listed]:
-    """Every backup object at `store` (of `cluster`, when given), newest first."""
+def catalog(store: Store, cluster: str | None, cluster_id: str = "") -> list[Listed]:
+    """Every backup object at `store` (of `cluster`, when given), newest first. With
+    `cluster_id`, a backup whose manifest names another id has a problem: it belongs to
+    another cluster of the same name (never pruned, never restored as "the newest")."""
     names = store.names()
     present = set(names)
     out: list[Listed] = []
@@ -199,12 +228,20 @@ def catalog(store: Store, cluster: str | None) -> list[Listed]:
             out.append(Listed(parsed, None, "incomplete: no manifest (an upload that died?)"))
             continue
         try:
-            out.append(
-                Listed(parsed, parse_manifest(store.get_text(manifest_name(raw)), raw), None)
-            )
+            manifest = parse_manifest(store.get_text(manifest_name(raw)), raw)
         except ValueError as exc:
             out.append(Listed(parsed, None, str(exc)))
+            continue
+        other = cluster_id and manifest.cluster_id != cluster_id
+        problem = f"another cluster named {parsed.cluster} (id {manifest.cluster_id})"
+        out.append(Listed(parsed, manifest, problem if other else None))
     return sorted(out, key=lambda b: (b.name.taken_at, b.name.name), reverse=True)
+
+
+def _ours(ctx: RunContext, store: Store) -> list[BackupName]:
+    """This cluster's complete backups at `store` (its name and its state dir's id)."""
+    listed = catalog(store, ctx.inv.cluster.name, ctx.pki.cluster_id(create=False))
+    return [b.name for b in listed if b.manifest is not None and b.problem is None]
 
 
 def prune(
@@ -213,14 +250,18 @@ def prune(
     target: BackupTarget,
     rule: Retention,
     *,
-    protect: str,
+    protect: BackupName | None,
     dry_run: bool = False,
 ) -> list[str]:
-    """Delete what `rule` expires among this cluster's complete backups (never `protect`)."""
+    """Delete what `rule` expires among this cluster's complete backups, counting and
+    never deleting `protect` (the backup just written; for a dry run, the one a real run
+    would write now)."""
     if not rule.active:
         return []
-    complete = [b.name for b in catalog(store, ctx.inv.cluster.name) if b.manifest is not None]
-    gone = expired(complete, rule, protect=[protect] if protect else [])
+    backups = _ours(ctx, store)
+    if protect is not None and protect.name not in {b.name for b in backups}:
+        backups.append(protect)
+    gone = expired(backups, rule, protect=[protect.name] if protect else [])
     for backup in gone:
         verb = "would delete" if dry_run else "deleted"
         if not dry_run:
@@ -233,7 +274,8 @@ def preview_retention(ctx: RunContext, request: OffsiteRequest) -> int:
     """`backup --to URL --dry-run`: what retention would delete now (nothing is taken);
     exit 10 when it would delete something."""
     store = open_store(request.target, request.settings)
-    gone = prune(ctx, store, request.target, request.retention, protect="", dry_run=True)
+    upcoming = parse_name(object_name(ctx.inv.cluster.name, datetime.now(UTC), 0, encrypted=False))
+    gone = prune(ctx, store, request.target, request.retention, protect=upcoming, dry_run=True)
     if not gone:
         ctx.ui.info(
             "backup", f"retention ({request.retention.describe() or 'none'}) deletes nothing"
@@ -243,7 +285,7 @@ def preview_retention(ctx: RunContext, request: OffsiteRequest) -> int:
 
 def run_offsite_list(ctx: RunContext, request: OffsiteRequest, *, as_json: bool) -> None:
     store = open_store(request.target, request.settings)
-    rows = catalog(store, ctx.inv.cluster.name)
+    rows = catalog(store, ctx.inv.cluster.name, ctx.pki.cluster_id(create=False))
     if as_json:
         ctx.ui.print_json(
             {
@@ -273,7 +315,7 @@ def run_offsite_list(ctx: RunContext, request: OffsiteRequest, *, as_json: bool)
                 str(b.name.revision),
                 str(b.manifest.size) if b.manifest else "?",
                 "age" if b.name.encrypted else "no",
-                "complete" if b.manifest else (b.problem or "?"),
+                b.problem or "complete",
                 b.name.name,
             ]
             for b in rows
@@ -293,7 +335,7 @@ def fetch_backup(
     except ValueError as exc:
         raise UsageError(f"restore: {exc}") from None
     store = open_store(target, _settings(ctx))
-    name = target.name or _newest(store, target, ctx.inv.cluster.name)
+    name = target.name or _newest(ctx, store, target)
     parsed = parse_name(name)
     assert parsed is not None  # parse_target and _newest only give backup names
     if parsed.encrypted and identity is None:
@@ -331,11 +373,13 @@ def fetch_backup(
     return plain, manifest
 
 
-def _newest(store: Store, target: BackupTarget, cluster: str) -> str:
-    complete = [b for b in catalog(store, cluster) if b.manifest is not None]
+def _newest(ctx: RunContext, store: Store, target: BackupTarget) -> str:
+    complete = _ours(ctx, store)
     if not complete:
-        raise BackupStoreError(f"{target.url()}: no complete backup of cluster {cluster} there")
-    return complete[0].name.name
+        raise BackupStoreError(
+            f"{target.url()}: no complete backup of cluster {ctx.inv.cluster.name} there"
+        )
+    return max(complete, key=lambda b: (b.taken_at, b.name)).name
 
 
 __all__ = [
@@ -352,12 +396,12 @@ __all__ = [
 
 def is_offsite(source: str) -> bool:
     """Whether `restore SOURCE` names an off-site backup (a URL, a prefix ending in "/",
-    or a file named as `backup --to` names them) rather than a local snapshot file."""
-    return (
-        source.startswith(("s3://", "file://"))
-        or source.endswith("/")
-        or parse_name(Path(source).name) is not None
-    )
+    a file `backup --to` wrote, beside its manifest) rather than a snapshot file (one
+    decrypted by hand with `age -d` included)."""
+    if source.startswith(("s3://", "file://")) or source.endswith("/"):
+        return True
+    parsed = parse_name(Path(source).name)  # a file `backup --to` wrote, with its manifest
+    return parsed is not None and (parsed.encrypted or Path(source + ".json").exists())
 
 
 def run_restore_from(ctx: RunContext, source: str, identity: Path | None, **restore: Any) -> int:

@@ -9,7 +9,9 @@ A destination is a folder or an S3 prefix (`BackupTarget`). Each backup is two o
 
 Names sort by time, so "newest" is the last name. The manifest is written after the snapshot
 object is complete: a snapshot without its manifest is not a backup (an upload that died),
-and is listed as incomplete, never restored, never counted by retention.
+and is listed as incomplete, never restored, never counted by retention. The manifest names
+the cluster's state dir id: two clusters with one name under one prefix never prune or
+restore each other's backups.
 """
 
 from __future__ import annotations
@@ -125,9 +127,12 @@ def parse_name(name: str) -> BackupName | None:
     m = _NAME.fullmatch(name)
     if m is None:
         return None
-    taken = datetime.strptime(m["stamp"], _STAMP).replace(
-        tzinfo=UTC, microsecond=int(m["ms"]) * 1000
-    )
+    try:  # the pattern lets impossible dates through (20240230)
+        taken = datetime.strptime(m["stamp"], _STAMP).replace(
+            tzinfo=UTC, microsecond=int(m["ms"]) * 1000
+        )
+    except ValueError:
+        return None
     return BackupName(name, m["cluster"], taken, int(m["revision"]), bool(m["age"]))
 
 
@@ -143,6 +148,7 @@ class Manifest:
 
     object: str
     cluster: str
+    cluster_id: str  # the state dir's id (the hosts' ownership marker): whose backup it is
     taken_at: str  # ISO 8601, UTC
     revision: int
     keys: int
@@ -167,6 +173,7 @@ class Manifest:
 _MANIFEST_TYPES: dict[str, type] = {
     "object": str,
     "cluster": str,
+    "cluster_id": str,
     "taken_at": str,
     "revision": int,
     "keys": int,

@@ -102,6 +102,7 @@ def test_names_sort_by_time() -> None:
         "prod-20261203T170405.678Z-r.db",
         "Prod-20261203T170405.678Z-r1.db",
         "prod-20261203T170405.678Z-r1.db.part",
+        "prod-20240230T000000.000Z-r1.db",  # no such day
     ],
 )
 def test_other_names_are_not_backups(name: str) -> None:
@@ -115,6 +116,7 @@ def manifest(**changes: object) -> Manifest:
     base = Manifest(
         object=NAME,
         cluster="prod",
+        cluster_id="3f2a9c1d",
         taken_at=WHEN.isoformat(),
         revision=1234,
         keys=42,

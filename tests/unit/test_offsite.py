@@ -111,9 +111,10 @@ def test_retention_in_a_folder_never_deletes_the_new_one(
     listed = offsite.catalog(FolderStore(store), "demo")
     assert len(listed) == 2 and all(b.manifest is not None for b in listed)
     before = sorted(store.iterdir())
-    assert offsite.preview_retention(ctx, _request(store, keep=1)) == 10  # type: ignore[arg-type]
-    assert offsite.preview_retention(ctx, _request(store, keep=2)) == 0  # type: ignore[arg-type]
-    assert sorted(store.iterdir()) == before  # a dry run deletes nothing
+    # a dry run counts the backup a real run would write now, and deletes nothing
+    assert offsite.preview_retention(ctx, _request(store, keep=2)) == 10  # type: ignore[arg-type]
+    assert offsite.preview_retention(ctx, _request(store, keep=3)) == 0  # type: ignore[arg-type]
+    assert sorted(store.iterdir()) == before
     # an upload that died (no manifest) is listed as incomplete and never counted
     (store / "demo-20200101T000000.000Z-r1.db").write_bytes(b"partial")
     listed = offsite.catalog(FolderStore(store), "demo")
@@ -135,3 +136,38 @@ def test_identity_files_and_recipients(tmp_path: Path) -> None:
         load_identities(bad)
     with pytest.raises(UsageError, match="cannot read it"):
         load_identities(tmp_path / "missing.txt")
+
+
+def test_another_cluster_of_the_same_name_is_never_pruned_nor_restored(
+    ctx: Ctx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clusters named "demo" (two state dirs) share a prefix: each prunes and restores
+    only its own backups (the manifest's cluster_id)."""
+    monkeypatch.setattr(backup, "datetime", datetime)
+    store = tmp_path / "nas"
+    theirs = offsite.run_offsite_backup(ctx, _request(store)).manifest["object"]  # type: ignore[arg-type]
+    manifest = store / (theirs + ".json")
+    manifest.write_text(manifest.read_text().replace('"3f2a9c1d"', '"0badc0de"'))
+    for _ in range(2):
+        offsite.run_offsite_backup(ctx, _request(store, keep=1))  # type: ignore[arg-type]
+    listed = offsite.catalog(FolderStore(store), "demo", "3f2a9c1d")
+    assert [b.name.name for b in listed][-1] == theirs and len(listed) == 2
+    assert listed[-1].problem == "another cluster named demo (id 0badc0de)"
+    os.remove(store / listed[0].name.name)
+    os.remove(store / (listed[0].name.name + ".json"))
+    out = tmp_path / "fetched"
+    out.mkdir()
+    with pytest.raises(BackupStoreError, match="no complete backup of cluster demo"):
+        offsite.fetch_backup(ctx, f"{store}/", None, out)  # type: ignore[arg-type]
+
+
+def test_which_restore_sources_are_off_site(tmp_path: Path) -> None:
+    name = "demo-20240506T103045.123Z-r7.db"
+    assert offsite.is_offsite("s3://b/x/" + name)
+    assert offsite.is_offsite("s3://b/x/") and offsite.is_offsite(f"{tmp_path}/")
+    assert offsite.is_offsite(str(tmp_path / (name + ".age")))
+    plain = tmp_path / name  # e.g. decrypted by hand with `age -d`: a snapshot file
+    assert not offsite.is_offsite(str(plain))
+    (tmp_path / (name + ".json")).write_text("{}")
+    assert offsite.is_offsite(str(plain))  # as `backup --to FOLDER` left it
+    assert not offsite.is_offsite(str(tmp_path / "demo-20240230T103045.123Z-r7.db"))
