@@ -523,6 +523,54 @@ def backup_schedule(
     )
 
 
+@backup_app.command("timer")
+def backup_timer(
+    inventory: Path | None = INVENTORY_OPT,
+    to: str | None = TO_OPT,
+    encrypt_to: list[str] = typer.Option(
+        [], "--encrypt-to", help="age recipient or SSH public key (repeatable)."
+    ),
+    keep: int | None = typer.Option(None, "--keep", min=1, help="Keep the newest N."),
+    keep_daily: int | None = typer.Option(None, "--keep-daily", min=1),
+    keep_weekly: int | None = typer.Option(None, "--keep-weekly", min=1),
+    on_calendar: str = typer.Option(
+        "hourly", "--on-calendar", help="systemd calendar event: hourly, daily, *-*-* 0/6:00"
+    ),
+    env_file: str = typer.Option(
+        "/etc/etcd-deploy/backup.env",
+        "--env-file",
+        help="EnvironmentFile with AWS_* for the store (create it 0600).",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the two files into this folder."),
+    verbose: bool = VERBOSE_OPT,
+    log_format: LogFormat = LOG_FORMAT_OPT,
+) -> None:
+    """Print the systemd service and timer that run `backup --to` on this operations
+    machine (nothing is installed: copy them to /etc/systemd/system and enable the timer).
+    The service fails with etcd-deploy's exit code when a backup fails."""
+    from orchestrator.adapters.localfs import write_atomic
+    from orchestrator.commands.offsite import offsite_request, timer_units
+    from orchestrator.core.backup_catalog import Retention
+
+    def action(ctx: RunContext) -> int:
+        request = offsite_request(ctx, to, encrypt_to, Retention(keep, keep_daily, keep_weekly))
+        if request is None:
+            raise UsageError("backup timer needs --to (or [backup] to)")
+        units = timer_units(ctx, request, on_calendar=on_calendar, env_file=env_file)
+        if out is None:
+            for name, text in units.items():
+                ctx.ui.print(f"# /etc/systemd/system/{name}\n{text}")
+            return EXIT_OK
+        if not out.is_dir():
+            raise UsageError(f"--out {out}: not a folder")
+        for name, text in units.items():
+            write_atomic(out / name, text.encode(), mode=0o644)
+            ctx.ui.info("backup timer", f"wrote {out / name}")
+        return EXIT_OK
+
+    _run(inventory, verbose, log_format, action)
+
+
 @backup_app.command("list")
 def backup_list(
     inventory: Path | None = INVENTORY_OPT,

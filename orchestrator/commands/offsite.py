@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -391,6 +392,7 @@ __all__ = [
     "run_offsite_backup",
     "run_offsite_list",
     "staging",
+    "timer_units",
 ]
 
 
@@ -416,3 +418,41 @@ def run_restore_from(ctx: RunContext, source: str, identity: Path | None, **rest
     with staging(ctx) as folder:
         plain, _manifest = fetch_backup(ctx, source, identity, folder)
         return run_restore(ctx, plain, **restore)
+
+
+def timer_units(
+    ctx: RunContext, request: OffsiteRequest, *, on_calendar: str, env_file: str
+) -> dict[str, str]:
+    """`backup timer`: file name -> text of the service and timer that run this
+    `backup --to` on this (operations) machine, with this inventory."""
+    from orchestrator.core.ops_units import (
+        render_offsite_service,
+        render_offsite_timer,
+        unit_name,
+    )
+
+    inv = ctx.inv
+    found = shutil.which("etcd-deploy")
+    program = [str(Path(found).resolve())] if found else [sys.executable, "-m", "orchestrator"]
+    command = [*program, "backup", "-i", str(inv.path), "--to", request.target.url()]
+    for recipient in request.recipients:
+        command += ["--encrypt-to", recipient]
+    rule = request.retention
+    for option, value in (
+        ("--keep", rule.keep),
+        ("--keep-daily", rule.daily),
+        ("--keep-weekly", rule.weekly),
+    ):
+        if value is not None:
+            command += [option, str(value)]
+    name = unit_name(inv.cluster.name)
+    header = (
+        f"# Written by `etcd-deploy backup timer` (cluster {inv.cluster.name}) for the "
+        "operations machine that holds the inventory and the CA."
+    )
+    return {
+        f"{name}.service": render_offsite_service(
+            inv.cluster.name, command, env_file, header=header
+        ),
+        f"{name}.timer": render_offsite_timer(inv.cluster.name, on_calendar, header=header),
+    }
