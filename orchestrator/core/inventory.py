@@ -85,6 +85,10 @@ class Cluster:
     state_dir: Path
     bootstrap: str = "learner"
     renew_within_days: int = 30
+    # /metrics and /health on plain HTTP (etcd's listen-metrics-urls): "local" binds
+    # 127.0.0.1, "host" also the member's address (for a scraper), "off" none.
+    metrics: str = "local"
+    metrics_port: int = 2381
 
     def release_pin(self, version: Version | str, arch: str) -> str | None:
         """The tarball's sha256 pinned in release_sha256, or None (SHA256SUMS decides)."""

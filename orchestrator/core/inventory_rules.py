@@ -141,6 +141,15 @@ def _check_ports(cluster: Cluster, ctx: Ctx) -> None:
             "cluster.peer_port",
             f"must differ from cluster.client_port (both are {cluster.client_port})",
         )
+    if cluster.metrics != "off" and cluster.metrics_port in (
+        cluster.client_port,
+        cluster.peer_port,
+    ):
+        raise ctx.error(
+            "cluster.metrics_port",
+            f"must differ from cluster.client_port and cluster.peer_port "
+            f"({cluster.metrics_port} is taken)",
+        )
 
 
 def _check_dirs(cluster: Cluster, ctx: Ctx) -> None:

@@ -85,6 +85,8 @@ _CLUSTER: dict[str, Key] = {
     "state_dir": Key("str", None, check_local_path),
     "bootstrap": Key("str", "learner", one_of("learner", "parallel")),
     "renew_within_days": Key("int", 30, between(0, MAX_DAYS)),
+    "metrics": Key("str", "local", one_of("local", "host", "off")),
+    "metrics_port": Key("int", 2381, check_port),
     "flags": Key("table", {}, check_flags),
 }
 

@@ -308,9 +308,29 @@ def render_etcd_env(
         f"ETCD_PEER_KEY_FILE={pki['peer.key']}",
         "ETCD_STRICT_RECONFIG_CHECK=true",
     ]
+    flags = dict(c.flags)
+    metrics = metrics_urls(inv, host)
+    if metrics and not any(_normalize_flag(k) == "listen-metrics-urls" for k in flags):
+        flags["listen-metrics-urls"] = ",".join(metrics)  # [cluster.flags] may set its own
     lines.append("# etcd-deploy's defaults and [cluster.flags]")
-    lines += [f"{_env_name(flag)}={value}" for flag, value in resolve_flags(c.flags, version)]
+    lines += [f"{_env_name(flag)}={value}" for flag, value in resolve_flags(flags, version)]
     return "\n".join(lines) + "\n"
+
+
+def metrics_urls(inv: Inventory, host: Host) -> list[str]:
+    """Where a member serves /metrics and /health on plain HTTP (`cluster.metrics`): no
+    keys or values there, only counters and timings. "host" adds the member's own address
+    (all addresses for a DNS name) for a scraper on the network."""
+    c = inv.cluster
+    local = f"http://127.0.0.1:{c.metrics_port}"
+    if c.metrics == "off":
+        return []
+    if c.metrics == "local" or host.etcd_address == "127.0.0.1":
+        return [local]
+    if not is_ip(host.etcd_address):  # etcd binds IPs only
+        return [f"http://0.0.0.0:{c.metrics_port}"]
+    shown = f"[{host.etcd_address}]" if ":" in host.etcd_address else host.etcd_address
+    return [local, f"http://{shown}:{c.metrics_port}"]
 
 
 def env_values(text: str) -> dict[str, str]:

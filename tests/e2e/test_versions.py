@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from orchestrator.adapters.inventory_file import load_inventory
 from orchestrator.core import v2store
 from tests.e2e.conftest import Cli, unit_started_at
@@ -15,7 +17,7 @@ from tests.lab.driver import HOSTS, Lab
 THREE = ["etcd1", "etcd2", "etcd3"]
 # v2 data needs the v2 API, and 3.5.30's etcdutl reads it from the newest .snap only: a
 # low snapshot count puts it there after a few writes.
-FLAGS = "\n[cluster.flags]\nenable-v2 = true\nsnapshot-count = 20\n"
+FLAGS = 'metrics = "host"\n\n[cluster.flags]\nenable-v2 = true\nsnapshot-count = 20\n'
 
 
 def _fingerprint(lab: Lab, name: str) -> tuple[str, str]:
@@ -55,6 +57,15 @@ def test_corruption_checks_refused_upgrades_and_the_v2_store(make_cli, lab: Lab)
         started = [line for line in journal.splitlines() if "starting an etcd server" in line]
         assert started and '"initial-corrupt-check":true' in started[-1], journal[-2000:]
         assert '"compact-check-time-enabled":true' in started[-1]
+        # metrics on plain HTTP: on the host's loopback, and (metrics = "host") its address
+        local = lab.exec(
+            name,
+            "bash -c 'exec 3<>/dev/tcp/127.0.0.1/2381; "
+            'printf "GET /metrics HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3\'',
+        ).stdout
+        assert "etcd_server_has_leader 1" in local, local[:500]
+        health = httpx.get(f"http://{HOSTS[name]}:2381/health", timeout=5)
+        assert health.status_code == 200 and health.json()["health"] == "true", health.text
 
     before = {name: _fingerprint(lab, name) for name in THREE}
     # A flag 3.6 no longer has: one line, before any connection.

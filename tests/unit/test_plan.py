@@ -209,12 +209,13 @@ def test_env_flag_change_shows_a_diff_and_restarts(tmp_path: Path) -> None:
     assert change.diff == (
         "--- /etc/etcd/etcd.env (host)\n"
         "+++ /etc/etcd/etcd.env (wanted)\n"
-        "@@ -20,4 +20,4 @@\n"
+        "@@ -20,5 +20,5 @@\n"
         " # etcd-deploy's defaults and [cluster.flags]\n"
         " ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED=true\n"
         " ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK=true\n"
         "-ETCD_HEARTBEAT_INTERVAL=100\n"
         "+ETCD_HEARTBEAT_INTERVAL=200\n"
+        " ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:2381\n"
     )
     assert plan.restart_reasons == ["changed: env"]
     assert not any(c.file.kind == "unit" for c in plan.files)

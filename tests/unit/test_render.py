@@ -278,6 +278,7 @@ def test_flags_sorted_and_named() -> None:
         "ETCD_AUTO_COMPACTION_RETENTION=1h\n"
         "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED=true\n"
         "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK=true\n"
+        "ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:2381\n"
         'ETCD_LOG_ROTATION_CONFIG_JSON={"maxsize": 100}\n'
         "ETCD_SNAPSHOT_COUNT=10000\n"
     )
@@ -489,3 +490,29 @@ def test_pki_paths() -> None:
         assert paths[f"{kind}.crt"] == f"/srv/etcd/pki/{kind}.crt"
         assert paths[f"{kind}.key"] == f"/srv/etcd/pki/{kind}.key"
     assert len(paths) == 1 + 2 * len(HOST_CERT_KINDS)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "address", "expected"),
+    [
+        ("local", "10.0.0.11", "http://127.0.0.1:2381"),
+        ("host", "10.0.0.11", "http://127.0.0.1:2381,http://10.0.0.11:2381"),
+        ("host", "fd00::11", "http://127.0.0.1:2381,http://[fd00::11]:2381"),
+        ("host", "etcd-1.example.com", "http://0.0.0.0:2381"),
+        ("off", "10.0.0.11", None),
+    ],
+)
+def test_metrics_urls(metrics: str, address: str, expected: str | None) -> None:
+    """Metrics on by default, on this host only; "host" adds the member's address for a
+    scraper; [cluster.flags] listen-metrics-urls wins (golden etcd-3.5.env)."""
+    inv = make_inv(host("etcd-1", address), metrics=metrics)
+    lines = [line for line in env_for(inv).splitlines() if "METRICS" in line]
+    assert lines == ([f"ETCD_LISTEN_METRICS_URLS={expected}"] if expected else [])
+    own = make_inv(
+        host("etcd-1", address),
+        metrics=metrics,
+        flags={"listen-metrics-urls": "http://127.0.0.1:9999"},
+    )
+    assert [line for line in env_for(own).splitlines() if "METRICS" in line] == [
+        "ETCD_LISTEN_METRICS_URLS=http://127.0.0.1:9999"
+    ]
