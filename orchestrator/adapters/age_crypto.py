@@ -16,9 +16,8 @@ from typing import IO, Any, Protocol
 import pyrage
 from pyrage import ssh, x25519
 
+from orchestrator.core.backup_catalog import RECIPIENT_HINT, recipient_kind
 from orchestrator.core.errors import BackupStoreError, UsageError
-
-_SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa")
 
 
 class Sink(Protocol):
@@ -30,18 +29,16 @@ class Sink(Protocol):
 def parse_recipient(text: str) -> Any:
     """One recipient from an `age1...` string or an SSH public key line; UsageError."""
     value = text.strip()
+    kind = recipient_kind(value)
     try:
-        if value.startswith("age1"):
+        if kind == "age":
             return x25519.Recipient.from_str(value)
-        if value.split(" ", 1)[0] in _SSH_KEY_TYPES:
+        if kind == "ssh":
             return ssh.Recipient.from_str(value)
     except pyrage.RecipientError:
         pass
     shown = value if len(value) <= 30 else value[:27] + "..."
-    raise UsageError(
-        f"--encrypt-to {shown!r}: not an age recipient (age1...) or an SSH public key "
-        "(ssh-ed25519 ... / ssh-rsa ...)"
-    )
+    raise UsageError(f"--encrypt-to {shown!r}: {RECIPIENT_HINT}")
 
 
 def load_identities(path: Path) -> list[Any]:

@@ -36,6 +36,22 @@ _NAME = re.compile(
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
+SSH_RECIPIENT_TYPES = ("ssh-ed25519", "ssh-rsa")
+RECIPIENT_HINT = (
+    "not an age recipient (age1...) or an SSH public key (ssh-ed25519 ... / ssh-rsa ...)"
+)
+
+
+def recipient_kind(text: str) -> str | None:
+    """ "age" (an X25519 `age1...` key), "ssh" (an SSH public key line) or None: what an
+    `--encrypt-to` / `[backup] encrypt_to` value claims to be (the age library parses it)."""
+    value = text.strip()
+    if value.startswith("age1"):
+        return "age"
+    head, sep, _ = value.partition(" ")
+    return "ssh" if sep and head in SSH_RECIPIENT_TYPES else None
+
+
 @dataclass(frozen=True)
 class BackupTarget:
     """Where backups go: an S3 bucket and key prefix, or a local folder.

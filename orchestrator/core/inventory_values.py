@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator.core.backup_catalog import parse_target
+from orchestrator.core.backup_catalog import RECIPIENT_HINT, parse_target, recipient_kind
 from orchestrator.core.inventory import JUMP_HOST, is_ip
 from orchestrator.core.rules import (
     SAFE_REMOTE_PATH,
@@ -328,15 +328,9 @@ def check_profile(value: str, _folder: Path) -> str:
     return value
 
 
-RECIPIENT_PREFIXES = ("age1", "ssh-ed25519 ", "ssh-rsa ")
-
-
 def check_recipients(value: list[str], _folder: Path) -> tuple[str, ...]:
     """age recipients (age1...) or SSH public keys; the real parse happens when used."""
     for i, item in enumerate(value):
-        if not item.strip().startswith(RECIPIENT_PREFIXES):
-            raise BadValue(
-                "not an age recipient (age1...) or an SSH public key (ssh-ed25519 .../ssh-rsa ...)",
-                f"[{i}]",
-            )
+        if recipient_kind(item) is None:
+            raise BadValue(RECIPIENT_HINT, f"[{i}]")
     return tuple(item.strip() for item in value)

@@ -20,6 +20,7 @@ from orchestrator.core.backup_catalog import (
     parse_name,
     parse_target,
     plain_problem,
+    recipient_kind,
     stored_problem,
 )
 
@@ -219,3 +220,21 @@ def test_rules_add_up() -> None:
     backups = series(0, 1, 2, 30, 200)
     gone = expired(backups, Retention(keep=2, daily=2, weekly=2))
     assert hours(gone) == [2]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq", "age"),
+        ("  age1abc  ", "age"),
+        ("ssh-ed25519 AAAAC3Nza ops@laptop", "ssh"),
+        ("ssh-rsa AAAAB3Nza", "ssh"),
+        ("ssh-ed25519", None),  # the type without the key
+        ("ssh-dss AAAAB3Nza", None),
+        ("AGE-SECRET-KEY-1ABC", None),  # an identity, not a recipient
+        ("", None),
+    ],
+)
+def test_recipient_kinds(text: str, kind: str | None) -> None:
+    """One rule for the inventory's check and the age adapter's parse."""
+    assert recipient_kind(text) == kind
