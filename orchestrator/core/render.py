@@ -181,9 +181,13 @@ def _split_gates(key: str, text: str) -> dict[str, str]:
     return gates
 
 
-def resolve_flags(flags: Mapping[str, object], version: Version) -> list[tuple[str, str]]:
-    """`default_flags` and [cluster.flags] on top, as (flag name, value) for etcd
-    `version`, sorted by flag name.
+def resolve_flags(
+    flags: Mapping[str, object],
+    version: Version,
+    host_defaults: Mapping[str, str] | None = None,
+) -> list[tuple[str, str]]:
+    """`default_flags` (and a host's own `host_defaults`, e.g. its metrics URLs) with
+    [cluster.flags] on top, as (flag name, value) for etcd `version`, sorted by flag name.
 
     Refuses managed flags, flags removed in the target version (naming what to do instead)
     and values that cannot be written to an EnvironmentFile. For 3.6+, deprecated
@@ -229,7 +233,7 @@ def resolve_flags(flags: Mapping[str, object], version: Version) -> list[tuple[s
         else:
             put(RENAMED_IN_3_6.get(name, name) if new36 else reverse.get(name, name), value, key)
 
-    for name, value in default_flags(version).items():
+    for name, value in {**default_flags(version), **(host_defaults or {})}.items():
         if new36 and name in FEATURE_GATES_3_6:
             gates.setdefault(FEATURE_GATES_3_6[name], (value, "default"))
         else:
@@ -308,12 +312,10 @@ def render_etcd_env(
         f"ETCD_PEER_KEY_FILE={pki['peer.key']}",
         "ETCD_STRICT_RECONFIG_CHECK=true",
     ]
-    flags = dict(c.flags)
     metrics = metrics_urls(inv, host)
-    if metrics and not any(_normalize_flag(k) == "listen-metrics-urls" for k in flags):
-        flags["listen-metrics-urls"] = ",".join(metrics)  # [cluster.flags] may set its own
+    own = {"listen-metrics-urls": ",".join(metrics)} if metrics else {}
     lines.append("# etcd-deploy's defaults and [cluster.flags]")
-    lines += [f"{_env_name(flag)}={value}" for flag, value in resolve_flags(flags, version)]
+    lines += [f"{_env_name(flag)}={value}" for flag, value in resolve_flags(c.flags, version, own)]
     return "\n".join(lines) + "\n"
 
 
