@@ -424,7 +424,23 @@ TO_OPT = typer.Option(
     None,
     "--to",
     help="Store off-site: s3://BUCKET/PREFIX/ (any S3-compatible store; AWS_ENDPOINT_URL "
-    "and the AWS credential chain) or a folder \\[default: [backup] to].",
+    "and the AWS credential chain) or a folder \\[default: \\[backup] to].",
+)
+
+
+ENCRYPT_TO_OPT = typer.Option(
+    [],
+    "--encrypt-to",
+    help="age recipient (age1...) or SSH public key to encrypt to (repeatable).",
+)
+KEEP_OPT = typer.Option(
+    None, "--keep", min=1, help="Keep only the newest N backups of this cluster."
+)
+KEEP_DAILY_OPT = typer.Option(
+    None, "--keep-daily", min=1, help="With --to: also keep the newest of each of D days."
+)
+KEEP_WEEKLY_OPT = typer.Option(
+    None, "--keep-weekly", min=1, help="With --to: also keep the newest of each of W weeks."
 )
 
 
@@ -434,20 +450,10 @@ def backup(
     inventory: Path | None = INVENTORY_OPT,
     out_dir: Path | None = OUT_DIR_OPT,
     to: str | None = TO_OPT,
-    encrypt_to: list[str] = typer.Option(
-        [],
-        "--encrypt-to",
-        help="age recipient (age1...) or SSH public key to encrypt to (repeatable).",
-    ),
-    keep: int | None = typer.Option(
-        None, "--keep", min=1, help="Keep only the newest N backups of this cluster."
-    ),
-    keep_daily: int | None = typer.Option(
-        None, "--keep-daily", min=1, help="With --to: also keep the newest of each of D days."
-    ),
-    keep_weekly: int | None = typer.Option(
-        None, "--keep-weekly", min=1, help="With --to: also keep the newest of each of W weeks."
-    ),
+    encrypt_to: list[str] = ENCRYPT_TO_OPT,
+    keep: int | None = KEEP_OPT,
+    keep_daily: int | None = KEEP_DAILY_OPT,
+    keep_weekly: int | None = KEEP_WEEKLY_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     dry_run: bool = typer.Option(
         False,
@@ -459,8 +465,8 @@ def backup(
 ) -> None:
     """Take a snapshot now from a healthy member (the leader preferred).
 
-    With -o, or neither --to nor [backup] to: to this machine (a .part file, fsynced,
-    integrity-checked, renamed). With --to (or [backup] to): encrypted here with age when
+    With -o, or neither --to nor \\[backup] to: to this machine (a .part file, fsynced,
+    integrity-checked, renamed). With --to (or \\[backup] to): encrypted here with age when
     recipients are given, stored with a JSON manifest, and only then pruned by
     --keep/--keep-daily/--keep-weekly.
     """
@@ -471,11 +477,8 @@ def backup(
     from orchestrator.core.backup_catalog import Retention
 
     def action(ctx: RunContext) -> int:
-        if to is not None and out_dir is not None:
-            raise UsageError("-o and --to: choose one")
         retention = Retention(keep, keep_daily, keep_weekly)
-        # -o keeps a backup local even when [backup] to is set
-        request = None if out_dir is not None else offsite_request(ctx, to, encrypt_to, retention)
+        request = offsite_request(ctx, to, encrypt_to, retention, out_dir)
         if request is None:
             if encrypt_to or keep_daily or keep_weekly or dry_run:
                 raise UsageError(
@@ -527,12 +530,10 @@ def backup_schedule(
 def backup_timer(
     inventory: Path | None = INVENTORY_OPT,
     to: str | None = TO_OPT,
-    encrypt_to: list[str] = typer.Option(
-        [], "--encrypt-to", help="age recipient or SSH public key (repeatable)."
-    ),
-    keep: int | None = typer.Option(None, "--keep", min=1, help="Keep the newest N."),
-    keep_daily: int | None = typer.Option(None, "--keep-daily", min=1),
-    keep_weekly: int | None = typer.Option(None, "--keep-weekly", min=1),
+    encrypt_to: list[str] = ENCRYPT_TO_OPT,
+    keep: int | None = KEEP_OPT,
+    keep_daily: int | None = KEEP_DAILY_OPT,
+    keep_weekly: int | None = KEEP_WEEKLY_OPT,
     on_calendar: str = typer.Option(
         "hourly", "--on-calendar", help="systemd calendar event: hourly, daily, *-*-* 0/6:00"
     ),
@@ -580,16 +581,14 @@ def backup_list(
     verbose: bool = VERBOSE_OPT,
     log_format: LogFormat = LOG_FORMAT_OPT,
 ) -> None:
-    """List backups, newest first: local and on-host ones, or with --to (or [backup] to)
+    """List backups, newest first: local and on-host ones, or with --to (or \\[backup] to)
     those at an off-site destination (time, revision, size, encrypted, complete)."""
     from orchestrator.commands.backup import run_list
     from orchestrator.commands.offsite import offsite_request, run_offsite_list
     from orchestrator.core.backup_catalog import Retention
 
     def action(ctx: RunContext) -> int:
-        if to is not None and out_dir is not None:
-            raise UsageError("-o and --to: choose one")
-        request = offsite_request(ctx, to, [], Retention()) if out_dir is None else None
+        request = offsite_request(ctx, to, [], Retention(), out_dir)
         if request is not None:
             run_offsite_list(ctx, request, as_json=as_json)
         else:

@@ -72,9 +72,15 @@ def offsite_request(
     to: str | None,
     encrypt_to: list[str],
     retention: Retention,
+    out_dir: Path | None = None,
 ) -> OffsiteRequest | None:
-    """The off-site request from the options and [backup], or None for a local backup.
-    Bad input: UsageError, before any connection."""
+    """The off-site request from the options and [backup], or None for a local backup
+    (`-o DIR` keeps one local even when [backup] to is set). Bad input: UsageError, before
+    any connection."""
+    if out_dir is not None:
+        if to is not None:
+            raise UsageError("-o and --to: choose one")
+        return None
     b = ctx.inv.backup
     where = to or b.to
     if where is None:
@@ -380,20 +386,7 @@ def _newest(ctx: RunContext, store: Store, target: BackupTarget) -> str:
         raise BackupStoreError(
             f"{target.url()}: no complete backup of cluster {ctx.inv.cluster.name} there"
         )
-    return max(complete, key=lambda b: (b.taken_at, b.name)).name
-
-
-__all__ = [
-    "OffsiteRequest",
-    "catalog",
-    "fetch_backup",
-    "offsite_request",
-    "preview_retention",
-    "run_offsite_backup",
-    "run_offsite_list",
-    "staging",
-    "timer_units",
-]
+    return complete[0].name  # the catalog lists newest first
 
 
 def is_offsite(source: str) -> bool:
