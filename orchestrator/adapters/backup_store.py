@@ -12,6 +12,7 @@ ever logged: botocore's own loggers are kept at WARNING (its DEBUG prints auth h
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import threading
@@ -112,7 +113,8 @@ class FolderStore:
         final = self.folder / name
         part = final.with_name(name + ".part")
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # never through a symlink left at the .part name (a killed run's file is reused)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as out:
                 _copy(src, out, progress)
                 out.flush()
@@ -125,8 +127,6 @@ class FolderStore:
             raise BackupStoreError(f"{final}: cannot write it ({exc.strerror or exc})") from None
 
     def put_text(self, name: str, text: str) -> None:
-        import io
-
         self.put(name, io.BytesIO(text.encode()), lambda _n: None)
 
     def get(self, name: str, dst: Sink, progress: Progress) -> None:
