@@ -171,3 +171,22 @@ def test_which_restore_sources_are_off_site(tmp_path: Path) -> None:
     (tmp_path / (name + ".json")).write_text("{}")
     assert offsite.is_offsite(str(plain))  # as `backup --to FOLDER` left it
     assert not offsite.is_offsite(str(tmp_path / "demo-20240230T103045.123Z-r7.db"))
+
+
+def test_a_failed_manifest_upload_leaves_no_snapshot_behind(
+    ctx: Ctx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection dies between the object and its manifest: the object is deleted
+    (no clear snapshot without a manifest, which retention would never count)."""
+
+    class Failing(FolderStore):
+        def put_text(self, name: str, text: str) -> None:
+            raise BackupStoreError(f"{name}: connection reset")
+
+    store = tmp_path / "nas"
+    monkeypatch.setattr(
+        offsite, "open_store", lambda target, _settings: Failing(Path(target.prefix))
+    )
+    with pytest.raises(BackupStoreError, match="connection reset"):
+        offsite.run_offsite_backup(ctx, _request(store))  # type: ignore[arg-type]
+    assert list(store.iterdir()) == []
